@@ -1,6 +1,6 @@
 """Benchmarks that users run on their own hardware.
 
-    python -m rbmsearch.bench NAME [options]      # NAME: data
+    python -m rbmsearch.bench NAME [options]      # NAME: data, train, generate
 
 Each benchmark prints progress to stderr and ends with its figures as one JSON line on
 stdout, so scripts can read the result (`... | tail -1 | jq`).
@@ -8,6 +8,12 @@ stdout, so scripts can read the result (`... | tail -1 | jq`).
 - `data --source SRC`: import a source (a MIDI folder, a .pickle, or bach-chorales) into a
   temporary Parquet file; report files_per_s and frames_per_s for the import, and load_s,
   the time to read that Parquet back into arrays.
+- `train --source SRC`: training throughput (frames_per_s) of full CD-k steps (RNN forward,
+  Gibbs chains, back-propagation through time, optimizer update) at the paper's size on the
+  training split of SRC, with `roofline_fraction`: the achieved FLOP rate over this
+  machine's float32 matrix-multiply rate, measured in the same run.
+- `generate`: frames_per_s of generation with 25 Gibbs steps per frame, for one chain and for
+  16 chains in one batch.
 """
 
 from __future__ import annotations
@@ -52,7 +58,103 @@ def bench_data(args: argparse.Namespace) -> dict:
     }
 
 
-BENCHMARKS = {"data": bench_data}
+def _load_rolls(source: str, split: str):
+    from rbmsearch.data import BuildOptions, load_source, read_dataset
+
+    dataset = read_dataset(source) if source.endswith(".parquet") else load_source(source, BuildOptions(progress=False))
+    return dataset.rolls(split)
+
+
+def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
+    """This machine's float32 (n, n) @ (n, n) rate in GFLOP/s, through TensorFlow."""
+    import tensorflow as tf
+
+    a = tf.random.stateless_normal((n, n), seed=[0, 0])
+    b = tf.random.stateless_normal((n, n), seed=[0, 1])
+    mm = tf.function(lambda a, b: tf.matmul(a, b))
+    mm(a, b).numpy()  # warm up
+    start = time.perf_counter()
+    for _ in range(repeats):
+        c = mm(a, b)
+    c.numpy()
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def train_flops_per_frame(n_v: int, n_h: int, n_u: int, k: int) -> int:
+    """Matrix-multiply FLOPs of one training frame (tanh RNN): the work a roofline counts.
+
+    Forward: input projection v Wvu, recurrence u Wuu, bias maps u Wuv and u Wuh, k Gibbs
+    steps (v W and h W^T), and two free energies (v W); backward: twice the forward cost of
+    everything the gradient flows through (all but the Gibbs chain).
+    """
+    rnn = 2 * (n_v * n_u + n_u * n_u + n_u * (n_v + n_h))
+    gibbs = k * 4 * n_v * n_h
+    free_energies = 2 * 2 * n_v * n_h
+    return gibbs + 3 * (rnn + free_energies)
+
+
+def bench_train(args: argparse.Namespace) -> dict:
+    import numpy as np
+    import tensorflow as tf
+
+    from rbmsearch.model import RnnRbm, configure_devices
+    from rbmsearch.train import TrainConfig, make_optimizer, make_train_step, minibatches
+
+    devices = configure_devices()
+    rolls = _load_rolls(args.source, "train")
+    config = TrainConfig().with_overrides(args.set)
+    model = RnnRbm(config.model_config(), seed=config.seed)
+    optimizer = make_optimizer(config, steps_per_epoch=100)
+    step = make_train_step(model, optimizer, config)
+
+    def epoch(e: int) -> int:
+        frames = 0
+        for i, (v, mask) in enumerate(minibatches(rolls, config, np.random.default_rng([0, e]))):
+            step(v, mask, tf.constant([0, e * 100_003 + i], tf.int64)).numpy()
+            frames += int(mask.sum())
+        return frames
+
+    epoch(0)  # trace and warm up
+    start = time.perf_counter()
+    frames = sum(epoch(e) for e in range(1, args.epochs + 1))
+    seconds = time.perf_counter() - start
+    gflops = matmul_gflops()
+    flops = train_flops_per_frame(model.config.n_visible, config.n_hidden, config.n_recurrent, config.cd_k)
+    fps = frames / seconds
+    return {
+        "source": args.source,
+        "config": {k: getattr(config, k) for k in ("n_hidden", "n_recurrent", "rnn", "cd_k", "window", "batch_size")},
+        "frames_per_epoch": frames // args.epochs,
+        "epoch_s": round(seconds / args.epochs, 3),
+        "frames_per_s": round(fps),
+        "mflop_per_frame": round(flops / 1e6, 3),
+        "achieved_gflops": round(fps * flops / 1e9, 1),
+        "matmul_gflops": round(gflops, 1),
+        "roofline_fraction": round(fps * flops / 1e9 / gflops, 3),
+        "devices": devices,
+    }
+
+
+def bench_generate(args: argparse.Namespace) -> dict:
+    from rbmsearch.model import RnnRbm, configure_devices
+    from rbmsearch.train import TrainConfig
+
+    devices = configure_devices()
+    config = TrainConfig().with_overrides(args.set)
+    model = RnnRbm(config.model_config(), seed=0)
+    figures = {"gibbs_k": args.k, "steps": args.steps, "devices": devices}
+    for n in (1, 16):
+        model.generate(n, args.steps, args.k, seed=0)  # trace and warm up
+        start = time.perf_counter()
+        for r in range(args.repeats):
+            model.generate(n, args.steps, args.k, seed=r + 1)
+        seconds = (time.perf_counter() - start) / args.repeats
+        key = "frames_per_s" if n == 1 else f"frames_per_s_{n}_samples"
+        figures[key] = round(n * args.steps / seconds)
+    return figures
+
+
+BENCHMARKS = {"data": bench_data, "train": bench_train, "generate": bench_generate}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,6 +164,15 @@ def main(argv: list[str] | None = None) -> None:
     data.add_argument("--source", required=True, help="a folder of MIDI files, a .pickle file, or bach-chorales")
     data.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     data.add_argument("--steps-per-quarter", type=int)
+    train = commands.add_parser("train", help="training throughput at the paper's size")
+    train.add_argument("--source", required=True, help="a dataset: .parquet, .pickle, folder, or bach-chorales")
+    train.add_argument("--epochs", type=int, default=5, help="timed epochs, after one warm-up epoch")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrainConfig field")
+    generate = commands.add_parser("generate", help="generation throughput")
+    generate.add_argument("--steps", type=int, default=500, help="frames per sample")
+    generate.add_argument("--k", type=int, default=25, help="Gibbs steps per frame")
+    generate.add_argument("--repeats", type=int, default=3)
+    generate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrainConfig field")
     args = parser.parse_args(argv)
     figures = BENCHMARKS[args.name](args)
     figures = {"benchmark": args.name, **figures, "cpus": os.cpu_count(), "machine": platform.machine()}

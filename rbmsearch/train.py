@@ -273,7 +273,7 @@ def _learning_rate(config: TrainConfig, steps_per_epoch: int):
     return config.learning_rate
 
 
-def _optimizer(config: TrainConfig, steps_per_epoch: int):
+def make_optimizer(config: TrainConfig, steps_per_epoch: int):
     import tensorflow as tf
 
     lr = _learning_rate(config, steps_per_epoch)
@@ -320,6 +320,28 @@ def pretrain(model, frames: np.ndarray, config: TrainConfig, progress: bool = Fa
         if progress:
             print(f"pretrain epoch {epoch + 1}/{config.pretrain_epochs}: cost {costs[-1]:.4f}", file=sys.stderr)
     return costs
+
+
+def make_train_step(model, optimizer, config: TrainConfig):
+    """A compiled CD-k step: (v (B, T, n_v), mask (B, T), seed (2,) int64) -> cost, one update."""
+    import tensorflow as tf
+
+    variables = model.trainable_variables
+    n_v = model.config.n_visible
+
+    @tf.function(
+        input_signature=[tf.TensorSpec((None, None, n_v), tf.float32), tf.TensorSpec((None, None), tf.float32), tf.TensorSpec((2,), tf.int64)]
+    )
+    def train_step(v, mask, seed):
+        with tf.GradientTape() as tape:
+            cost = model.cd_loss(v, mask, config.cd_k, seed)
+        grads = tape.gradient(cost, variables)
+        if config.clip_norm > 0:
+            grads, _ = tf.clip_by_global_norm(grads, config.clip_norm)
+        optimizer.apply_gradients(zip(grads, variables))
+        return cost
+
+    return train_step
 
 
 def train(
@@ -372,7 +394,7 @@ def train(
 
     model = RnnRbm(config.model_config(), seed=config.seed)
     steps_per_epoch = len(list(minibatches(train_rolls, config, np.random.default_rng(0))))
-    optimizer = _optimizer(config, steps_per_epoch)
+    optimizer = make_optimizer(config, steps_per_epoch)
     epoch_var = tf.Variable(0, dtype=tf.int64, name="epoch")  # epochs completed
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
     manager = tf.train.CheckpointManager(checkpoint, run_dir / "ckpt", max_to_keep=1)
@@ -387,20 +409,7 @@ def train(
     else:
         metrics["pretrain_costs"] = pretrain(model, np.concatenate(train_rolls), config, progress)
 
-    variables = model.trainable_variables
-    n_v = model.config.n_visible
-
-    @tf.function(
-        input_signature=[tf.TensorSpec((None, None, n_v), tf.float32), tf.TensorSpec((None, None), tf.float32), tf.TensorSpec((2,), tf.int64)]
-    )
-    def train_step(v, mask, seed):
-        with tf.GradientTape() as tape:
-            cost = model.cd_loss(v, mask, config.cd_k, seed)
-        grads = tape.gradient(cost, variables)
-        if config.clip_norm > 0:
-            grads, _ = tf.clip_by_global_norm(grads, config.clip_norm)
-        optimizer.apply_gradients(zip(grads, variables))
-        return cost
+    train_step = make_train_step(model, optimizer, config)
 
     best = min((h["valid_monitor"] for h in metrics["history"]), default=math.inf)
     first = int(epoch_var.numpy())

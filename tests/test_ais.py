@@ -1,0 +1,329 @@
+"""rbmsearch.ais: AIS against exact enumeration, exact log Z against brute force over
+(v, h), normalisation of frame log-likelihoods, Bay et al. accuracy on hand-built rolls,
+the pseudo-log-likelihood monitor, eager/graph equality and input validation."""
+
+import itertools
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from rbmsearch.ais import (
+    MAX_EXACT_HIDDEN,
+    ais_log_z,
+    ais_run,
+    beta_schedule,
+    exact_log_z,
+    expected_frame_accuracy,
+    frame_log_likelihood,
+    free_energy,
+    monitor_cost,
+    pseudo_log_likelihood,
+)
+
+
+def random_rbm(
+    seed: int, n_v: int, n_h: int, n_frames: int, w_std: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Conditional RBM with shared W (n_v, n_h) and per-frame biases (N, n_v), (N, n_h).
+
+    Visible biases around -1.5 give sparse, piano-roll-like frames (~20% notes on).
+    """
+    rng = np.random.default_rng(seed)
+    W = rng.normal(0.0, w_std, (n_v, n_h))
+    bv = rng.normal(-1.5, 0.5, (n_frames, n_v))
+    bh = rng.normal(-0.5, 0.5, (n_frames, n_h))
+    return W, bv, bh
+
+
+def all_binary(n: int) -> np.ndarray:
+    """(2**n, n) float64 array of every binary vector of length n."""
+    return np.array(list(itertools.product([0.0, 1.0], repeat=n)))
+
+
+def softplus(x: np.ndarray) -> np.ndarray:
+    return np.logaddexp(0.0, x)
+
+
+@pytest.fixture(scope="module")
+def small_rbm():
+    """n_v=20, n_h=10, 8 frames, W std 0.5, and its exact log Z (N,)."""
+    W, bv, bh = random_rbm(0, 20, 10, 8, 0.5)
+    return W, bv, bh, exact_log_z(W, bv, bh)
+
+
+# ---------------------------------------------------------------------------------------
+# AIS
+# ---------------------------------------------------------------------------------------
+
+
+def test_ais_matches_exact_enumeration(small_rbm):
+    W, bv, bh, exact = small_rbm
+    result = ais_run(W, bv, bh, n_runs=100, n_betas=1000, seed=0)
+    err = np.abs(result.log_z - exact)
+    assert result.log_z.shape == (8,) and result.log_z.dtype == np.float64
+    assert err.mean() < 0.02, err
+    assert err.max() < 0.05, err
+    # The frames really differ, so a per-frame mix-up could not pass the check above.
+    assert np.ptp(exact) > 1.0
+    ess = result.effective_sample_size()
+    assert np.all((ess >= 1.0) & (ess <= 100.0 + 1e-9))
+    assert ess.min() > 90.0  # 1000 betas on this model: weights are nearly uniform
+
+
+def test_ais_log_z_with_uniform_base_and_uneven_batches(small_rbm):
+    # A uniform base exercises the v.(bv - b_A) increment and log Z_A = n_v log 2 + n_h log 2;
+    # batch_size=3 on 8 frames leaves an uneven last batch.
+    W, bv, bh, exact = small_rbm
+    est = ais_log_z(W, bv, bh, n_betas=2000, batch_size=3, base_bv=np.zeros(20), seed=1)
+    assert np.abs(est - exact).mean() < 0.05
+    result = ais_run(W, bv, bh, n_betas=3, base_bv=np.zeros(20))
+    np.testing.assert_allclose(result.log_z_base, (20 + 10) * np.log(2.0))
+
+
+def test_more_betas_reduce_error_and_weight_variance():
+    W, bv, bh = random_rbm(2, 30, 16, 8, 1.0)  # strong weights: annealing matters
+    exact = exact_log_z(W, bv, bh)
+    few = ais_run(W, bv, bh, n_betas=20, seed=0)
+    many = ais_run(W, bv, bh, n_betas=2000, seed=0)
+    err_few = np.abs(few.log_z - exact).mean()
+    err_many = np.abs(many.log_z - exact).mean()
+    var_few = few.log_weights.var(axis=1).mean()
+    var_many = many.log_weights.var(axis=1).mean()
+    assert err_many < 0.05
+    assert err_many < err_few / 3, (err_few, err_many)
+    assert var_many < var_few / 20, (var_few, var_many)
+
+
+def test_eager_and_graph_agree_and_seed_is_deterministic(small_rbm):
+    W, bv, bh, _ = small_rbm
+    kwargs = dict(n_runs=10, n_betas=30, seed=7, batch_size=5)
+    eager = ais_run(W, bv, bh, mode="eager", **kwargs)
+    graph = ais_run(W, bv, bh, mode="graph", **kwargs)
+    np.testing.assert_array_equal(eager.log_weights, graph.log_weights)
+    np.testing.assert_array_equal(eager.log_z, graph.log_z)
+    again = ais_run(W, bv, bh, mode="graph", **kwargs)
+    np.testing.assert_array_equal(again.log_weights, graph.log_weights)
+    other = ais_run(W, bv, bh, mode="graph", **{**kwargs, "seed": 8})
+    assert not np.array_equal(other.log_weights, graph.log_weights)
+
+
+def test_xla_mode_is_accurate(small_rbm):
+    # XLA draws a different Philox stream, so only the estimate (not the bits) is compared.
+    W, bv, bh, exact = small_rbm
+    est = ais_log_z(W, bv, bh, n_betas=1000, mode="xla")
+    assert np.abs(est - exact).mean() < 0.05
+
+
+def test_beta_schedules():
+    np.testing.assert_allclose(beta_schedule(5), [0.0, 0.25, 0.5, 0.75, 1.0])
+    betas = beta_schedule(14501, "three_segment")
+    assert betas.shape == (14501,) and betas[0] == 0.0 and betas[-1] == 1.0
+    assert np.all(np.diff(betas) > 0)
+    # Salakhutdinov & Murray (2008): 500 / 4000 / 10000 steps on the three segments.
+    assert np.sum(betas < 0.5) == 500
+    assert np.sum((betas >= 0.5) & (betas < 0.9)) == 4000
+    small = beta_schedule(4, "three_segment")
+    np.testing.assert_allclose(small, [0.0, 0.5, 0.9, 1.0])
+
+
+# ---------------------------------------------------------------------------------------
+# Exact enumeration and log-likelihood
+# ---------------------------------------------------------------------------------------
+
+
+def test_exact_log_z_matches_brute_force_over_v_and_h():
+    W, bv, bh = random_rbm(3, 6, 4, 3, 1.0)
+    vs, hs = all_binary(6), all_binary(4)  # (64, 6), (16, 4)
+    expected = []
+    for t in range(3):
+        neg_energy = (vs @ bv[t])[:, None] + (hs @ bh[t])[None, :] + vs @ W @ hs.T  # (64, 16)
+        expected.append(np.log(np.exp(neg_energy).sum()))
+    np.testing.assert_allclose(exact_log_z(W, bv, bh), expected, rtol=0, atol=1e-10)
+
+
+def test_exact_log_z_chunks_over_many_hidden_configs():
+    # n_h = 16 spans several hidden chunks; compare with enumeration over v instead.
+    W, bv, bh = random_rbm(4, 8, 16, 2, 0.5)
+    vs = all_binary(8)  # (256, 8)
+    expected = [
+        np.logaddexp.reduce(vs @ bv[t] + softplus(vs @ W + bh[t]).sum(axis=1)) for t in range(2)
+    ]
+    np.testing.assert_allclose(exact_log_z(W, bv, bh), expected, rtol=0, atol=1e-9)
+
+
+def test_exact_log_z_refuses_too_many_hidden_units():
+    W, bv, bh = random_rbm(0, 3, MAX_EXACT_HIDDEN + 1, 1, 0.1)
+    with pytest.raises(ValueError, match=r"at most 20 hidden units.*n_h=21.*ais_log_z"):
+        exact_log_z(W, bv, bh)
+
+
+def test_frame_log_likelihood_normalises_over_all_visible_vectors():
+    W, bv, bh = random_rbm(5, 6, 4, 3, 1.0)
+    vs = all_binary(6)  # (64, 6)
+    log_z = exact_log_z(W, bv, bh)
+    for t in range(3):
+        rep = lambda a: np.repeat(a[t : t + 1], len(vs), axis=0)  # noqa: E731
+        ll = frame_log_likelihood(vs, W, rep(bv), rep(bh), np.full(len(vs), log_z[t]))
+        assert ll.shape == (64,) and np.all(ll < 0)
+        assert abs(np.exp(ll).sum() - 1.0) < 1e-6
+
+
+def test_free_energy_matches_formula():
+    W, bv, bh = random_rbm(6, 5, 3, 4, 1.0)
+    v = np.array([[1, 0, 0, 1, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1], [0, 1, 0, 0, 1]], bool)
+    expected = -(v * bv).sum(1) - softplus(v @ W + bh).sum(1)
+    np.testing.assert_allclose(free_energy(v, W, bv, bh), expected, rtol=0, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------
+# Frame accuracy (Bay et al. 2009)
+# ---------------------------------------------------------------------------------------
+
+
+def test_expected_frame_accuracy_hand_counts():
+    v_true = np.array(
+        [
+            [1, 0, 1, 0],
+            [0, 0, 0, 0],
+            [0, 1, 0, 0],
+        ],
+        bool,
+    )
+    # TP=2 (two hits), FP=1 (frame 1 pitch 3), FN=1 (frame 2 pitch 1): 2 / 4.
+    half = np.array([[1, 0, 1, 0], [0, 0, 0, 1], [0, 0, 0, 0]], bool)
+    # TP=1, FP=2, FN=2: 1 / 5.
+    fifth = np.array([[1, 1, 0, 0], [0, 0, 1, 0], [0, 0, 0, 0]], bool)
+    assert expected_frame_accuracy(v_true, half[None]) == 0.5
+    assert expected_frame_accuracy(v_true, fifth[None]) == pytest.approx(0.2, abs=1e-15)
+    assert expected_frame_accuracy(v_true, v_true[None]) == 1.0
+    # The expectation is the mean over samples, not the pooled ratio (3 / 9).
+    both = np.stack([half, fifth, v_true])
+    assert expected_frame_accuracy(v_true, both) == pytest.approx((0.5 + 0.2 + 1.0) / 3, abs=1e-15)
+    # 0/1 integers and floats are accepted as well as bools.
+    assert expected_frame_accuracy(v_true.astype(int), half[None].astype(float)) == 0.5
+
+
+def test_expected_frame_accuracy_pools_counts_over_frames():
+    # Frame 0: 4 hits; frame 1: one wrong note (FP=1, FN=1).  Pooled 4 / 6, whereas the
+    # mean of per-frame accuracies would be (1 + 0) / 2.
+    v_true = np.array([[1, 1, 1, 1, 0], [1, 0, 0, 0, 0]], bool)
+    sample = np.array([[1, 1, 1, 1, 0], [0, 1, 0, 0, 0]], bool)
+    assert expected_frame_accuracy(v_true, sample[None]) == pytest.approx(4 / 6, abs=1e-15)
+
+
+def test_expected_frame_accuracy_empty_cases():
+    silent = np.zeros((3, 4), bool)
+    note = np.zeros((3, 4), bool)
+    note[1, 2] = True
+    assert expected_frame_accuracy(silent, silent[None]) == 1.0  # TP+FP+FN == 0: perfect
+    assert expected_frame_accuracy(silent, note[None]) == 0.0  # only a false positive
+    assert expected_frame_accuracy(note, silent[None]) == 0.0  # only a false negative
+    assert expected_frame_accuracy(silent, np.stack([silent, note])) == 0.5
+    assert expected_frame_accuracy(np.zeros((0, 4)), np.zeros((2, 0, 4))) == 1.0  # no frames
+
+
+def test_expected_frame_accuracy_rejects_bad_input():
+    v = np.zeros((3, 4))
+    with pytest.raises(ValueError, match=r"v_samples to be a 3-D .* got an array of shape \(3, 4\)"):
+        expected_frame_accuracy(v, v)
+    with pytest.raises(ValueError, match=r"match v_true, but got shape \(1, 2, 4\)"):
+        expected_frame_accuracy(v, np.zeros((1, 2, 4)))
+    with pytest.raises(ValueError, match=r"only 0 and 1 .* 0.5 at index \(0, 1\)"):
+        expected_frame_accuracy(np.array([[0, 0.5], [1, 0]]), np.zeros((1, 2, 2)))
+
+
+# ---------------------------------------------------------------------------------------
+# Pseudo-log-likelihood monitor
+# ---------------------------------------------------------------------------------------
+
+
+def brute_pll(v: np.ndarray, W: np.ndarray, bv: np.ndarray, bh: np.ndarray) -> np.ndarray:
+    """sum_i log p(v_i | v_-i), with p(v_i | v_-i) = e^-F(v) / (e^-F(v) + e^-F(v flipped at i))."""
+
+    def fe(x: np.ndarray, t: int) -> float:
+        return -(x @ bv[t]) - softplus(x @ W + bh[t]).sum()
+
+    out = []
+    for t, row in enumerate(v.astype(float)):
+        total = 0.0
+        for i in range(len(row)):
+            flip = row.copy()
+            flip[i] = 1.0 - flip[i]
+            total += -fe(row, t) - np.logaddexp(-fe(row, t), -fe(flip, t))
+        out.append(total)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("w_std", [0.3, 3.0])  # 3.0 exercises the |d| >= 1 fallback
+def test_pseudo_log_likelihood_matches_brute_force(w_std):
+    W, bv, bh = random_rbm(7, 7, 5, 4, w_std)
+    v = np.random.default_rng(8).random((4, 7)) < 0.3
+    expected = brute_pll(v, W, bv, bh)
+    pll = pseudo_log_likelihood(v, W, bv, bh)
+    np.testing.assert_allclose(pll, expected, rtol=0, atol=1e-9)
+    assert np.all(pll < 0)
+    assert monitor_cost(v, W, bv, bh) == pytest.approx(-expected.mean(), abs=1e-9)
+
+
+def test_monitor_cost_equals_nll_only_for_independent_notes():
+    W, bv, bh = random_rbm(9, 6, 4, 5, 1.0)
+    v = np.random.default_rng(1).random((5, 6)) < 0.3
+
+    def nll(W: np.ndarray) -> float:
+        return float(-frame_log_likelihood(v, W, bv, bh, exact_log_z(W, bv, bh)).mean())
+
+    # W = 0: notes are independent, p(v_i | v_-i) = p(v_i), so -PLL is exactly the NLL.
+    zero = np.zeros_like(W)
+    assert monitor_cost(v, zero, bv, bh) == pytest.approx(nll(zero), abs=1e-9)
+    # Coupled notes: the monitor is a different number, not an NLL estimate.
+    assert abs(monitor_cost(v, W, bv, bh) - nll(W)) > 0.05
+
+
+# ---------------------------------------------------------------------------------------
+# Validation and CLI
+# ---------------------------------------------------------------------------------------
+
+
+def test_invalid_inputs_raise_clear_errors(small_rbm):
+    W, bv, bh, _ = small_rbm
+    with pytest.raises(ValueError, match=r"W to be a 2-D array of shape \(n_v, n_h\), but got .* \(20,\)"):
+        ais_log_z(W[:, 0], bv, bh)
+    with pytest.raises(ValueError, match=r"bv to be a 2-D .* \(20,\).*bias\[None, :\]"):
+        exact_log_z(W, bv[0], bh)
+    with pytest.raises(ValueError, match=r"bv of shape \(N, n_v=20\) to match W .* \(8, 19\)"):
+        ais_log_z(W, bv[:, :19], bh)
+    with pytest.raises(ValueError, match=r"same number of frames N.*\(8, 20\).*\(7, 10\)"):
+        ais_log_z(W, bv, bh[:7])
+    bad = W.copy()
+    bad[2, 3] = np.nan
+    with pytest.raises(ValueError, match=r"finite values, but found 1 NaN/inf entries \(first at index \(2, 3\)\)"):
+        ais_log_z(bad, bv, bh)
+    with pytest.raises(ValueError, match=r">= 1 must be specified for n_runs, but got 0"):
+        ais_log_z(W, bv, bh, n_runs=0)
+    with pytest.raises(ValueError, match=r">= 2 must be specified for n_betas, but got 1"):
+        ais_log_z(W, bv, bh, n_betas=1)
+    with pytest.raises(ValueError, match=r"schedule to be 'linear' or 'three_segment'"):
+        ais_log_z(W, bv, bh, schedule="cosine")
+    with pytest.raises(ValueError, match=r"mode to be one of \['eager', 'graph', 'xla'\]"):
+        ais_log_z(W, bv, bh, mode="jit")
+    with pytest.raises(ValueError, match=r"base_bv of shape \(n_v=20,\) or \(N=8, n_v=20\)"):
+        ais_log_z(W, bv, bh, base_bv=np.zeros(19))
+    with pytest.raises(ValueError, match=r"integer must be specified for seed, but got 1.5"):
+        ais_log_z(W, bv, bh, seed=1.5)
+    v = np.zeros((8, 20))
+    with pytest.raises(ValueError, match=r"log_z of shape \(N=8,\) to match bv, but got shape \(7,\)"):
+        frame_log_likelihood(v, W, bv, bh, np.zeros(7))
+    with pytest.raises(ValueError, match=r"v to contain only 0 and 1"):
+        monitor_cost(v + 2, W, bv, bh)
+    with pytest.raises(ValueError, match=r"v of shape \(N=8, n_v=20\) to match bv, but got shape \(8, 21\)"):
+        free_energy(np.zeros((8, 21)), W, bv, bh)
+
+
+def test_self_check_cli_runs():
+    out = subprocess.run(
+        [sys.executable, "-m", "rbmsearch.ais"], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "mean |error|" in out.stdout
