@@ -75,7 +75,8 @@ def monitor(model, rolls: list[np.ndarray]) -> float:
     """Mean negative pseudo-log-likelihood per frame on (up to MONITOR_MAX_FRAMES of) `rolls`."""
     v, bv, bh = conditional_rbms(model, rolls)
     step = max(1, len(v) // MONITOR_MAX_FRAMES)  # an even spread, the same frames every epoch
-    return ais.monitor_cost(v[::step], model.W.numpy(), bv[::step], bh[::step])
+    # float32: 3x faster than float64 and within ~1e-5 nats/frame, far below epoch-to-epoch changes
+    return ais.monitor_cost(v[::step], model.W.numpy(), bv[::step], bh[::step], np.float32)
 
 
 def sample_predictions(model, bv: np.ndarray, bh: np.ndarray, n_samples: int, k: int, seed: int) -> np.ndarray:

@@ -267,6 +267,18 @@ def test_pseudo_log_likelihood_matches_brute_force(w_std):
     assert monitor_cost(v, W, bv, bh) == pytest.approx(-expected.mean(), abs=1e-9)
 
 
+def test_pseudo_log_likelihood_float32_agrees_with_float64():
+    # A trained-size model (88 x 150): the fast single-precision monitor path stays close.
+    W, bv, bh = random_rbm(3, 88, 150, 50, 0.1)
+    v = np.random.default_rng(4).random((50, 88)) < 0.05
+    exact = pseudo_log_likelihood(v, W, bv, bh)
+    fast = pseudo_log_likelihood(v, W, bv, bh, np.float32)
+    np.testing.assert_allclose(fast, exact, rtol=0, atol=1e-3)
+    assert abs(fast.mean() - exact.mean()) < 1e-4
+    with pytest.raises(ValueError, match="float32 or np.float64"):
+        pseudo_log_likelihood(v, W, bv, bh, np.int32)
+
+
 def test_monitor_cost_equals_nll_only_for_independent_notes():
     W, bv, bh = random_rbm(9, 6, 4, 5, 1.0)
     v = np.random.default_rng(1).random((5, 6)) < 0.3
