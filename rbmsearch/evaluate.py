@@ -14,8 +14,12 @@ prints one JSON object with `nll` (nats per frame), `acc`, and the settings used
 - **ACC** (Bay et al., ISMIR 2009): for every frame, draw a sample from its conditional RBM
   given the true history (`--acc-gibbs-k` Gibbs steps from silence, 25 by default), and score
   sum TP / sum (TP + FP + FN) over all frames; averaged over `--acc-samples` draws.
-- **monitor**: the cheap per-epoch score used during training and search, the mean negative
-  pseudo-log-likelihood per frame. It ranks models but is not the NLL.
+- **monitor**: the cheap per-epoch score that picks a run's best epoch and that a search
+  optimises. By default (`kind="nll"`) it is the same AIS NLL with far fewer samples (8 runs
+  x 250 temperatures) on a fixed, even spread of 250 validation frames: optimistic by a few
+  tenths of a nat (too few temperatures), but it rises when the model gets worse. The
+  alternative, `kind="pll"`, the negative pseudo-log-likelihood, is 10x cheaper but misleads:
+  on JSB it kept falling (6.6 -> 5.5) while the AIS NLL of the same models rose (7.3 -> 7.9).
 """
 
 from __future__ import annotations
@@ -30,10 +34,9 @@ import numpy as np
 
 from rbmsearch import ais
 
-__all__ = ["EvalSettings", "conditional_rbms", "evaluate", "monitor"]
+__all__ = ["EvalSettings", "MonitorSettings", "conditional_rbms", "evaluate", "monitor"]
 
-# Frames scored by the per-epoch monitor: a fixed subset keeps an epoch's overhead small.
-MONITOR_MAX_FRAMES = 2000
+MONITORS = ("nll", "pll")
 
 
 @dataclass(frozen=True)
@@ -71,12 +74,27 @@ def conditional_rbms(model, rolls: list[np.ndarray], batch_size: int = 64) -> tu
     return np.concatenate(vs), np.concatenate(bvs), np.concatenate(bhs)
 
 
-def monitor(model, rolls: list[np.ndarray]) -> float:
-    """Mean negative pseudo-log-likelihood per frame on (up to MONITOR_MAX_FRAMES of) `rolls`."""
+@dataclass(frozen=True)
+class MonitorSettings:
+    kind: str = "nll"  # "nll" (cheap AIS estimate) or "pll" (pseudo-log-likelihood); see the module docstring
+    frames: int = 250  # an even spread of the split, the same frames every epoch
+    ais_runs: int = 8
+    ais_betas: int = 250
+    seed: int = 0  # the same AIS noise every epoch, so epochs differ by the model only
+
+
+def monitor(model, rolls: list[np.ndarray], settings: MonitorSettings = MonitorSettings()) -> float:
+    """The per-epoch validation score in nats per frame (lower is better) on <= settings.frames frames."""
+    if settings.kind not in MONITORS:
+        raise ValueError(f"One of {MONITORS} must be specified for the monitor kind, but got {settings.kind!r}.")
     v, bv, bh = conditional_rbms(model, rolls)
-    step = max(1, len(v) // MONITOR_MAX_FRAMES)  # an even spread, the same frames every epoch
-    # float32: 3x faster than float64 and within ~1e-5 nats/frame, far below epoch-to-epoch changes
-    return ais.monitor_cost(v[::step], model.W.numpy(), bv[::step], bh[::step], np.float32)
+    step = max(1, len(v) // settings.frames)
+    v, bv, bh, W = v[::step], bv[::step], bh[::step], model.W.numpy()
+    if settings.kind == "pll":
+        # float32: 3x faster than float64 and within ~1e-5 nats/frame, far below epoch-to-epoch changes
+        return ais.monitor_cost(v, W, bv, bh, np.float32)
+    log_z = ais.ais_log_z(W, bv, bh, n_runs=settings.ais_runs, n_betas=settings.ais_betas, seed=settings.seed)
+    return float(-np.mean(ais.frame_log_likelihood(v, W, bv, bh, log_z)))
 
 
 def sample_predictions(model, bv: np.ndarray, bh: np.ndarray, n_samples: int, k: int, seed: int) -> np.ndarray:

@@ -25,6 +25,9 @@ TINY = dict(
     eval_ais_runs=4,
     eval_ais_betas=20,
     eval_acc_samples=2,
+    monitor_frames=100,
+    monitor_ais_runs=4,
+    monitor_ais_betas=50,
 )
 
 
@@ -123,6 +126,31 @@ def test_training_learns_the_toy_data(tmp_path, toy_parquet):
     long = train(TrainConfig(**{**base, "epochs": 25}), data, tmp_path / "long")
     assert long["test_nll"] < short["test_nll"] - 1.0
     assert long["test_acc"] > short["test_acc"]
+
+
+def test_nll_monitor_tracks_the_exact_nll(tmp_path, toy_parquet):
+    """The per-epoch monitor of a trained small model against its exact NLL (log Z by enumeration)."""
+    from rbmsearch import ais
+    from rbmsearch.data import read_dataset
+    from rbmsearch.evaluate import MonitorSettings, conditional_rbms, monitor
+
+    data = read_dataset(toy_parquet)
+    train(TrainConfig(**{**TINY, "epochs": 15, "learning_rate": 0.01}), data, tmp_path / "run", evaluate_test=False)
+    model = load_run(tmp_path / "run").model
+    rolls = data.rolls("valid")
+    v, bv, bh = conditional_rbms(model, rolls)
+    W = model.W.numpy()
+    exact = -np.mean(ais.frame_log_likelihood(v, W, bv, bh, ais.exact_log_z(W, bv, bh)))
+    every_frame = MonitorSettings(frames=len(v))
+    assert monitor(model, rolls, every_frame) == pytest.approx(exact, abs=0.05)
+    # A subset of frames is an even spread: close to the whole, and the same every call.
+    subset = MonitorSettings(frames=len(v) // 3)
+    assert monitor(model, rolls, subset) == monitor(model, rolls, subset)
+    assert monitor(model, rolls, subset) == pytest.approx(exact, abs=1.0)
+    pll = monitor(model, rolls, MonitorSettings(kind="pll", frames=len(v)))
+    assert pll == pytest.approx(ais.monitor_cost(v, W, bv, bh), abs=1e-3)  # the pseudo-likelihood option
+    with pytest.raises(ValueError, match="monitor kind"):
+        monitor(model, rolls, MonitorSettings(kind="cd"))
 
 
 def test_resume_after_an_interruption_matches_an_uninterrupted_run(tmp_path, toy_parquet):

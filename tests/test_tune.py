@@ -1,0 +1,381 @@
+"""rbmsearch.tune: search-space files, and real Ray Tune + Optuna searches on a toy dataset.
+
+The searches share one local Ray instance (2 CPUs, a small object store); the CLI tests join
+it with --address. The several-node test builds its own `ray.cluster_utils.Cluster` in a
+subprocess (this file run as a script), so the two clusters never meet in one process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from rbmsearch.data import Dataset, DatasetMeta, Piece, write_dataset
+from rbmsearch.midi import MIN_MIDI_PITCH, NUM_PITCHES, read_midi
+from rbmsearch.tune import SPACES_DIR, SearchSpaceError, load_space
+
+SMOKE = SPACES_DIR / "smoke.yaml"
+RAY_ENV = {"RAY_AUTH_MODE": "disabled"}  # a throwaway test cluster needs no token
+
+
+def toy_dataset(n_pieces: int = 12, seed: int = 0) -> Dataset:
+    """Broken chords over a held bass, two roots: a few hundred learnable frames in all."""
+    rng = np.random.default_rng(seed)
+    pieces = []
+    for i in range(n_pieces):
+        steps = int(rng.integers(16, 32))
+        roll = np.zeros((steps, NUM_PITCHES), dtype=bool)
+        root = (48, 55)[i % 2] - MIN_MIDI_PITCH
+        roll[:, root - 12] = True
+        for t in range(steps):
+            roll[t, root + (0, 4, 7, 12)[(t + i) % 4]] = True
+        pieces.append(Piece(f"p{i}", ("train", "train", "valid", "test")[i % 4], roll))
+    return Dataset(DatasetMeta(source="toy", steps_per_quarter=2, qpm=90.0), tuple(pieces))
+
+
+@pytest.fixture(scope="module")
+def toy_parquet(tmp_path_factory):
+    return write_dataset(toy_dataset(), tmp_path_factory.mktemp("data") / "toy.parquet")
+
+
+@pytest.fixture(scope="module")
+def ray_address():
+    """One local Ray for the module; yields its address for CLI subprocesses to join."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in RAY_ENV.items():
+            mp.setenv(key, value)
+        import ray
+
+        ray.init(address="local", num_cpus=2, object_store_memory=100 * 2**20, include_dashboard=False, log_to_driver=False)
+        try:
+            yield ray.get_runtime_context().gcs_address
+        finally:
+            ray.shutdown()
+
+
+def run_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "rbmsearch.tune", *args], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **RAY_ENV}, **kwargs,
+    )  # fmt: skip
+
+
+def write_space(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+# ---------------------------------------------------------------------------- search-space files
+
+
+def test_shipped_spaces_load_and_say_how_to_run_them():
+    for name in ("default", "paper", "smoke"):
+        path = SPACES_DIR / f"{name}.yaml"
+        assert path.read_text().startswith("# python -m rbmsearch.tune"), f"{path} must start with its command"
+        space = load_space(path)
+        assert space.name == name and space.params
+        config = space.train_config(space.center())  # a valid TrainConfig
+        assert config.epochs == space.settings.max_epochs
+    smoke = load_space(SMOKE)
+    lr = next(p for p in smoke.params if p.name == "learning_rate")
+    assert (lr.low, lr.high, lr.log) == (1e-3, 1e-1, True)  # `1e-3` is a float, not YAML 1.1's string
+    paper = load_space(SPACES_DIR / "paper.yaml").center()
+    assert (paper["n_hidden"], paper["n_recurrent"], paper["cd_k"], paper["learning_rate"]) == (150, 100, 15, 1e-3)
+
+
+GOOD = """
+search: {num_samples: 2, max_epochs: 3, grace_period: 1}
+fixed: {pretrain_epochs: 1}
+params:
+  n_hidden: {type: int, low: 8, high: 16}
+  learning_rate: {type: float, low: 1.0e-3, high: 1.0e-1, log: true}
+  optimizer: {type: categorical, choices: [adam, sgd]}
+"""
+
+BAD_SPACES = [
+    ("serach: {}\nparams: {cd_k: {type: int, low: 1, high: 2}}", "serach", "unknown top-level key"),
+    ("search: {num_sample: 3}\nparams: {cd_k: {type: int, low: 1, high: 2}}", "search.num_sample", "unknown search setting"),
+    ("search: {num_samples: ten}\nparams: {cd_k: {type: int, low: 1, high: 2}}", "search.num_samples", "a positive int must be specified, but got 'ten' (str)"),
+    ("search: {max_epochs: 2.5}\nparams: {cd_k: {type: int, low: 1, high: 2}}", "search.max_epochs", "a positive int"),
+    ("search: {max_epochs: 2, grace_period: 3}\nparams: {cd_k: {type: int, low: 1, high: 2}}", "search.grace_period", "at most max_epochs (2)"),
+    ("search: {mode: max}\nparams: {cd_k: {type: int, low: 1, high: 2}}", "search.mode", "mode must be 'min'"),
+    ("search: {resources: {CPU: 1}}\nparams: {cd_k: {type: int, low: 1, high: 2}}", "search.resources", "use cpus_per_trial"),
+    ("params: {cd_k: {type: int, low: 5, high: 5}}", "params.cd_k.low", "a value below high (5) must be specified, but got 5"),
+    ("params: {learning_rate: {type: float, low: 0, high: 0.1, log: true}}", "params.learning_rate.low", "a positive value must be specified for a log-scaled parameter"),
+    ("params: {n_hiden: {type: int, low: 8, high: 16}}", "params.n_hiden", "not a TrainConfig field"),
+    ("params: {n_hidden: {type: float, low: 8, high: 16}}", "params.n_hidden.type", "so type must be 'int'"),
+    ("params: {n_hidden: {type: int, low: 8.5, high: 16}}", "params.n_hidden.low", "an int must be specified, but got 8.5"),
+    ("params: {n_hidden: {type: int, low: 8, hgh: 16}}", "params.n_hidden.hgh", "unknown key for an int parameter"),
+    ("params: {n_hidden: {type: int, low: 8}}", "params.n_hidden.high", "missing"),
+    ("params: {n_hidden: {type: range, low: 8, high: 9}}", "params.n_hidden.type", "one of 'int', 'float', 'categorical'"),
+    ("params: {cd_k: {type: int, low: 0, high: 3}}", "params.cd_k", "A positive int must be specified for cd_k, but got 0"),
+    ("params: {optimizer: {type: categorical, choices: [adam, adagrad]}}", "params.optimizer", "'adagrad' is refused by TrainConfig"),
+    ("params: {optimizer: {type: categorical, choices: []}}", "params.optimizer.choices", "a non-empty list"),
+    ("params: {optimizer: {type: categorical, choices: [adam, adam]}}", "params.optimizer.choices", "each choice must appear once"),
+    ("params: {optimizer: {type: int, low: 1, high: 2}}", "params.optimizer.type", "use type: categorical"),
+    ("params: {learning_rate: {type: float, low: 0.1, high: 0.5, log: true, step: 0.1}}", "params.learning_rate.step", "step and log cannot be combined"),
+    ("params: {learning_rate: {type: float, low: 0.1, high: 0.5, default: 0.7}}", "params.learning_rate.default", "a value in [0.1, 0.5]"),
+    ("params: {epochs: {type: int, low: 1, high: 5}}", "params.epochs", "set that instead"),
+    ("params: {monitor_ais_betas: {type: int, low: 10, high: 500}}", "params.monitor_ais_betas", "set it in `fixed`"),
+    ("fixed: {cd_k: 3}\nparams: {cd_k: {type: int, low: 1, high: 5}}", "params.cd_k", "also given in `fixed`"),
+    ("fixed: {n_hidden: big}\nparams: {cd_k: {type: int, low: 1, high: 5}}", "fixed.n_hidden", "an int must be specified, but got 'big' (str)"),
+    ("fixed: {cd_kk: 3}\nparams: {cd_k: {type: int, low: 1, high: 5}}", "fixed.cd_kk", "not a TrainConfig field"),
+    ("params: {}", "params", "a non-empty mapping"),
+    ("params: {cd_k: {type: int, low: 1, high: 2}}\nparams: {cd_k: {type: int, low: 1, high: 3}}", "(file)", "duplicate key 'params'"),
+    ("params: {cd_k: {type: int, low: 1, high: 2}", "(file)", "is not valid YAML"),
+    ("- just\n- a list", "(top level)", "a mapping with keys"),
+]
+
+
+@pytest.mark.parametrize("text, key, message", BAD_SPACES, ids=[key for _, key, _ in BAD_SPACES])
+def test_bad_space_files_name_the_file_and_the_key(tmp_path, text, key, message):
+    path = write_space(tmp_path / "bad.yaml", text)
+    with pytest.raises(SearchSpaceError) as info:
+        load_space(path)
+    assert str(info.value).startswith(f"{path}: {key}: "), str(info.value)
+    assert message in str(info.value)
+    assert info.value.path == str(path) and info.value.key == key
+
+
+def test_a_good_space_and_its_center(tmp_path):
+    space = load_space(write_space(tmp_path / "good.yaml", GOOD))
+    assert space.center() == {"n_hidden": 12, "learning_rate": pytest.approx(1e-2), "optimizer": "adam"}
+    assert space.settings.num_samples == 2 and space.fixed == {"pretrain_epochs": 1}
+    shorter = space.with_settings(max_epochs=1)  # the CLI's --max-epochs keeps ASHA valid
+    assert (shorter.settings.max_epochs, shorter.settings.grace_period) == (1, 1)
+    with pytest.raises(SearchSpaceError, match="search.num_samples"):
+        space.with_settings(num_samples=0)
+
+
+def test_missing_space_file_and_cli_errors(tmp_path):
+    with pytest.raises(SearchSpaceError, match=r"nope.yaml: \(file\): cannot be read"):
+        load_space(tmp_path / "nope.yaml")
+    bad = write_space(tmp_path / "bad.yaml", "params: {cd_k: {type: int, low: 3, high: 1}}")
+    out = run_cli("--space", str(bad), "--storage", str(tmp_path))
+    assert out.returncode == 1 and f"error: {bad}: params.cd_k.low: a value below high" in out.stderr
+    out = run_cli("--resume", "--space", str(SMOKE), "--storage", str(tmp_path))
+    assert out.returncode == 1 and "drop --space" in out.stderr
+
+
+# ---------------------------------------------------------------------------- single trial
+
+
+def test_single_trial_runs_without_ray(tmp_path, toy_parquet):
+    code = (
+        "import json, sys\n"
+        "from rbmsearch.tune import main\n"
+        "main(sys.argv[1:])\n"
+        "print(json.dumps({'ray': 'ray' in sys.modules, 'optuna': 'optuna' in sys.modules}))\n"
+    )
+    args = ["--single-trial", "--data", str(toy_parquet), "--space", str(SMOKE), "--storage", str(tmp_path), "--name", "one", "--max-epochs", "2"]
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert json.loads(lines[-1]) == {"ray": False, "optuna": False}
+    epochs = [json.loads(line) for line in lines if line.startswith('{"epoch"')]
+    assert [e["epoch"] for e in epochs] == [1, 2] and all(0 <= e["valid_acc"] <= 1 for e in epochs)
+    best = json.loads((tmp_path / "one/best.json").read_text())
+    assert best["params"] == load_space(SMOKE).center()
+    assert math.isfinite(best["metrics"]["test_nll"]) and 0 <= best["metrics"]["test_acc"] <= 1
+    assert f"best.json: {tmp_path / 'one/best.json'}" in out.stdout
+    assert len(list((tmp_path / "one/samples").glob("*.mid"))) == 2
+
+
+# ---------------------------------------------------------------------------- searches on Ray
+
+
+def optuna_trials(db: Path) -> list[tuple[str, float | None]]:
+    with sqlite3.connect(db) as con:
+        return con.execute("SELECT t.state, v.value FROM trials t LEFT JOIN trial_values v USING (trial_id) ORDER BY t.number").fetchall()
+
+
+def test_tiny_search_on_local_ray(ray_address, tmp_path, toy_parquet):
+    from rbmsearch.tune import run_search
+
+    space = load_space(SMOKE).with_settings(num_samples=4, max_epochs=2)
+    experiment, results = run_search(space, str(toy_parquet), str(tmp_path), name="tiny", progress=False)
+    assert experiment == f"{tmp_path}/tiny"
+    assert len(results) == 4 and results.num_terminated == 4 and results.num_errors == 0
+    exp = Path(experiment)
+
+    best = json.loads((exp / "best.json").read_text())
+    valid = [r.metrics_dataframe["valid_monitor"].min() for r in results]
+    assert best["metrics"]["valid_monitor"] == pytest.approx(min(valid))
+    assert math.isfinite(best["metrics"]["test_nll"]) and 0 <= best["metrics"]["test_acc"] <= 1
+    assert best["config"]["eval_ais_runs"] == 4 and best["config"]["epochs"] == 2
+    assert set(best["params"]) == {"n_hidden", "n_recurrent", "cd_k", "learning_rate", "optimizer"}
+    assert Path(best["checkpoint"]).is_dir() and (exp / "best_run/params.npz").is_file()
+    assert json.loads((exp / "best_run/metrics.json").read_text())["test_nll"] == best["metrics"]["test_nll"]
+
+    samples = sorted((exp / "samples").glob("*.mid"))
+    assert [p.name for p in samples] == ["sample_0.mid", "sample_1.mid"]
+    for path in samples:
+        roll = read_midi(path, steps_per_quarter=2).roll
+        assert roll.shape[1] == NUM_PITCHES and len(roll) <= 8 * 2
+
+    trials = optuna_trials(exp / "optuna.db")
+    assert len(trials) == 4 and all(state == "COMPLETE" and math.isfinite(value) for state, value in trials)
+    for png in ("history.png", "importance.png"):
+        assert (exp / png).read_bytes()[:4] == b"\x89PNG"
+    table = json.loads((exp / "trials.json").read_text())
+    assert [t["status"] for t in table] == ["TERMINATED"] * 4
+    assert all(set(t["params"]) == set(best["params"]) for t in table)
+
+
+def test_nan_trial_errors_with_its_parameters_and_the_search_goes_on(ray_address, tmp_path, toy_parquet):
+    from rbmsearch.tune import run_search
+
+    text = """
+search: {num_samples: 3, max_epochs: 2, grace_period: 2, max_failures: 1, acc_frames: 50, samples: 1,
+         sample_quarters: 4, first_trial_at_defaults: true, seed: 3}
+fixed: {pretrain_epochs: 0, optimizer: sgd, n_hidden: 8, n_recurrent: 4, cd_k: 1, window: 16, batch_size: 4,
+        eval_ais_runs: 2, eval_ais_betas: 10, eval_acc_samples: 1}
+params:
+  learning_rate: {type: categorical, choices: [1.0e+30, 0.01], default: 1.0e+30}
+"""
+    space = load_space(write_space(tmp_path / "nan.yaml", text))
+    experiment, results = run_search(space, str(toy_parquet), str(tmp_path), name="nan", progress=False)
+    exp = Path(experiment)
+    errored = [r for r in results if r.error]
+    finished = [r for r in results if not r.error]
+    assert errored and finished and len(results) == 3
+    for r in errored:
+        assert r.config == {"learning_rate": 1e30}
+        assert "training diverged at epoch 1" in str(r.error) and '"learning_rate": 1e+30' in str(r.error)
+        trial_id = Path(r.path).name.removeprefix("trial_")
+        note = json.loads((exp / "diverged" / f"{trial_id}.json").read_text())
+        assert note["params"] == {"learning_rate": 1e30} and note["epoch"] == 1
+        # The retry that FailureConfig allows re-raised at once instead of training again.
+        assert "(in an earlier attempt of this trial; not retried)" in str(r.error)
+    assert all(r.config == {"learning_rate": 0.01} and r.metrics["epoch"] == 2 for r in finished)
+    table = {t["trial_id"]: t for t in json.loads((exp / "trials.json").read_text())}
+    assert sorted(t["status"] for t in table.values()) == sorted(["ERROR"] * len(errored) + ["TERMINATED"] * len(finished))
+    assert all(t["params"] == {"learning_rate": 1e30} and "diverged" in t["error"] for t in table.values() if t["status"] == "ERROR")
+    states = [state for state, _ in optuna_trials(exp / "optuna.db")]
+    assert sorted(states) == sorted(["FAIL"] * len(errored) + ["COMPLETE"] * len(finished))
+    assert json.loads((exp / "best.json").read_text())["params"] == {"learning_rate": 0.01}
+
+
+def done_trials(experiment: Path) -> dict[str, str]:
+    """Trial dir -> the last line of its result.json, for trials Tune recorded as done."""
+    done = {}
+    for path in experiment.glob("trial_*/result.json"):
+        lines = path.read_text().splitlines()
+        if lines and json.loads(lines[-1]).get("done"):
+            done[path.parent.name] = lines[-1]
+    return done
+
+
+def test_interrupted_driver_resumes_without_losing_finished_trials(ray_address, tmp_path, toy_parquet):
+    args = ["--data", str(toy_parquet), "--space", str(SMOKE), "--storage", str(tmp_path), "--name", "resume",
+            "--num-samples", "6", "--max-epochs", "2", "--address", ray_address]  # fmt: skip
+    exp = tmp_path / "resume"
+    proc = subprocess.Popen([sys.executable, "-m", "rbmsearch.tune", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **RAY_ENV})  # fmt: skip
+    deadline = time.monotonic() + 240
+    while len(done_trials(exp)) < 2 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C: Tune saves the experiment state and stops
+    log = proc.communicate(timeout=120)[0]
+    before = done_trials(exp)
+    assert 2 <= len(before) < 6, log
+    assert proc.returncode != 0 and "--resume" in log, log
+
+    out = run_cli("--resume", "--storage", str(tmp_path), "--name", "resume", "--address", ray_address)
+    assert out.returncode == 0, out.stdout + out.stderr
+    after = done_trials(exp)
+    assert len(after) == 6
+    assert {k: after[k] for k in before} == before  # finished trials were kept, not run again
+    assert "6 trials: 6 finished, 0 errored" in out.stdout
+    assert len(optuna_trials(exp / "optuna.db")) == 6 and (exp / "best.json").is_file()
+
+
+def test_worker_node_lost_mid_trial_resumes_from_its_checkpoint(tmp_path, toy_parquet):
+    """A Cluster of its own, in a subprocess: head + a worker node that the trials need; see _cluster_scenario."""
+    out = subprocess.run(
+        [sys.executable, __file__, "cluster", str(tmp_path), str(toy_parquet)], capture_output=True, text=True, timeout=420,
+        env={**os.environ, **RAY_ENV},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
+    summary = json.loads(out.stdout.splitlines()[-1])
+    assert summary["errors"] == 0 and summary["terminated"] == 2
+    for trial in summary["trials"]:
+        assert trial["epochs"][-1] == 6, trial  # every trial finished
+    moved = [t for t in summary["trials"] if t["removed_after_epoch"]]
+    assert moved, summary
+    for t in moved:
+        # After the node was lost, the trial came back on another node from its checkpoint:
+        # the new attempt started after that epoch instead of at epoch 1.
+        assert len(set(t["nodes"])) == 2, t
+        assert t["epochs"].count(1) == 1, t
+        restored = [e for e, r in zip(t["epochs"], t["restored_from_epoch"]) if r > 0]
+        assert restored and restored[0] == min(r for r in t["restored_from_epoch"] if r > 0) + 1, t
+        assert min(r for r in t["restored_from_epoch"] if r > 0) >= t["removed_after_epoch"] >= 1, t
+
+
+def _cluster_scenario(tmp: Path, data: str) -> None:
+    """Head node (the driver) + a worker node holding the only `trainer` resources. Once a
+    trial has a checkpoint, the worker node is removed and a new one added; prints a JSON summary."""
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from rbmsearch.tune import run_search
+
+    cluster = Cluster(initialize_head=True, connect=True, head_node_args={"num_cpus": 1, "object_store_memory": 80 * 2**20, "include_dashboard": False})  # fmt: skip
+    node_args = {"num_cpus": 2, "resources": {"trainer": 2}, "object_store_memory": 80 * 2**20}
+    worker = cluster.add_node(**node_args)
+    space = load_space(SMOKE).with_settings(
+        num_samples=2, max_epochs=6, grace_period=6, max_concurrent=2, resources={"trainer": 1}, max_failures=3, reuse_actors=False
+    )
+    exp = tmp / "cluster"
+    outcome = {}
+
+    def search():  # Tune runs beside the main thread: Ray adds nodes only from the main thread
+        try:
+            outcome["results"] = run_search(space, data, str(tmp), name="cluster", progress=False, finish_search=False)[1]
+        except BaseException as e:  # re-raised below, in the main thread
+            outcome["error"] = e
+
+    thread = threading.Thread(target=search, daemon=True)
+    thread.start()
+    removed = {}
+    while thread.is_alive() and not removed:  # once any trial has a checkpoint, lose the worker
+        for path in exp.glob("trial_*/checkpoint_*"):
+            name, epochs = path.parent.name, int(path.name.split("_")[-1]) + 1
+            removed[name] = max(removed.get(name, 0), epochs)
+        if removed:
+            cluster.remove_node(worker)
+            cluster.add_node(**node_args)
+        time.sleep(0.05)
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    results = outcome["results"]
+    trials = []
+    for r in results:
+        frame = r.metrics_dataframe
+        trials.append({
+            "trial": Path(r.path).name,
+            "epochs": [int(e) for e in frame["epoch"]],
+            "restored_from_epoch": [int(e) for e in frame["restored_from_epoch"]],
+            "nodes": list(dict.fromkeys(frame["node_id"])),
+            "removed_after_epoch": removed.get(Path(r.path).name, 0),
+        })  # fmt: skip
+    ray.shutdown()
+    cluster.shutdown()
+    print(json.dumps({"errors": results.num_errors, "terminated": results.num_terminated, "trials": trials}))
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "cluster":
+        _cluster_scenario(Path(sys.argv[2]), sys.argv[3])
