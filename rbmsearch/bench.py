@@ -1,6 +1,6 @@
 """Benchmarks that users run on their own hardware.
 
-    python -m rbmsearch.bench NAME [options]      # NAME: data, train, generate
+    python -m rbmsearch.bench NAME [options]      # NAME: data, train, generate, tune, render
 
 Each benchmark prints progress to stderr and ends with its figures as one JSON line on
 stdout, so scripts can read the result (`... | tail -1 | jq`).
@@ -14,6 +14,11 @@ stdout, so scripts can read the result (`... | tail -1 | jq`).
   machine's float32 matrix-multiply rate, measured in the same run.
 - `generate`: frames_per_s of generation with 25 Gibbs steps per frame, for one chain and for
   16 chains in one batch.
+- `tune --source SRC`: what Ray Tune adds beyond training (overhead_s, overhead_fraction) and
+  trials per hour with 2 concurrent trials against one at a time (`rbmsearch.tune.benchmark`).
+- `render`: seconds to render 8 samples of 256 steps as MIDI, WAV and PNG from a paper-size
+  run directory, and the time and peak memory of building the gallery page of a 50-trial
+  search (three trials rendered, as a search leaves it).
 """
 
 from __future__ import annotations
@@ -154,7 +159,78 @@ def bench_generate(args: argparse.Namespace) -> dict:
     return figures
 
 
-BENCHMARKS = {"data": bench_data, "train": bench_train, "generate": bench_generate}
+def bench_render(args: argparse.Namespace) -> dict:
+    import resource
+    import shutil
+    import tracemalloc
+
+    import numpy as np
+
+    from rbmsearch.data import Dataset, DatasetMeta, Piece
+    from rbmsearch.midi import NUM_PITCHES
+    from rbmsearch.render import find_fluidsynth, render_run
+    from rbmsearch.samples import build_page
+    from rbmsearch.train import TrainConfig, train
+
+    with tempfile.TemporaryDirectory(prefix="rbmsearch-bench-") as tmp:
+        tmp = Path(tmp)
+        # A real run directory at the paper's size: 1 epoch on random 4-note chords is enough to time rendering.
+        rng = np.random.default_rng(0)
+        pieces = []
+        for i in range(8):
+            roll = np.zeros((64, NUM_PITCHES), bool)
+            for t in range(64):
+                roll[t, rng.choice(np.arange(30, 60), 4, replace=False)] = True
+            pieces.append(Piece(f"p{i}", "valid" if i == 7 else "train", roll))
+        dataset = Dataset(DatasetMeta(source="bench", steps_per_quarter=4, qpm=100.0), tuple(pieces))
+        config = TrainConfig(epochs=1, pretrain_epochs=1, monitor_frames=50, monitor_ais_runs=2, monitor_ais_betas=10)
+        train(config, dataset, tmp / "run", evaluate_test=False)
+        render_run(tmp / "run", tmp / "warm", num=1, steps=16, synth=args.synth)  # compile generation once
+        start = time.perf_counter()
+        result = render_run(tmp / "run", tmp / "samples", num=args.num, steps=args.steps, synth=args.synth)
+        render_s = time.perf_counter() - start
+
+        # A 50-trial experiment as `rbmsearch.tune.finish` leaves it, with 3 trials rendered.
+        exp = tmp / "exp"
+        trials = []
+        for i in range(args.trials):
+            history = {str(e): float(9 - 2 * (1 - np.exp(-e / 10)) + 0.01 * i) for e in range(1, 28)}
+            trials.append({"trial_id": f"t{i:03d}", "status": "TERMINATED", "params": {"n_hidden": 100 + i, "learning_rate": 1e-3},
+                           "epochs": 27, "best": {"epoch": 27, "valid_monitor": history["27"], "valid_acc": 0.3}, "error": "",
+                           "checkpoint": None, "history": history})  # fmt: skip
+            if i < 3:
+                shutil.copytree(tmp / "samples", exp / "samples" / f"trial_t{i:03d}")
+        (exp / "trials.json").write_text(json.dumps(trials))
+        (exp / "best.json").write_text(json.dumps({"trial_id": "t000", "metrics": trials[0]["best"], "config": {"n_hidden": 100}}))
+        tracemalloc.start()
+        start = time.perf_counter()
+        build_page(exp)
+        page_s = time.perf_counter() - start
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        page_bytes = (exp / "index.html").stat().st_size
+    return {
+        "num": args.num,
+        "steps": args.steps,
+        "synth": result["synth"],
+        "fluidsynth_installed": find_fluidsynth() is not None,
+        "render_s": round(render_s, 2),
+        "render_s_per_sample": round(render_s / args.num, 3),
+        "page_trials": args.trials,
+        "page_s": round(page_s, 3),
+        "page_peak_python_mib": round(peak / 2**20, 1),
+        "page_bytes": page_bytes,
+        "process_max_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+
+
+def bench_tune(args: argparse.Namespace) -> dict:
+    from rbmsearch.tune import benchmark
+
+    return benchmark(args)
+
+
+BENCHMARKS = {"data": bench_data, "train": bench_train, "generate": bench_generate, "tune": bench_tune, "render": bench_render}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -173,6 +249,14 @@ def main(argv: list[str] | None = None) -> None:
     generate.add_argument("--k", type=int, default=25, help="Gibbs steps per frame")
     generate.add_argument("--repeats", type=int, default=3)
     generate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrainConfig field")
+    from rbmsearch.tune import add_benchmark_arguments
+
+    add_benchmark_arguments(commands.add_parser("tune", help="Ray Tune overhead, and concurrent vs sequential trials"))
+    render = commands.add_parser("render", help="rendering samples and building the gallery page")
+    render.add_argument("--num", type=int, default=8, help="samples")
+    render.add_argument("--steps", type=int, default=256, help="steps per sample")
+    render.add_argument("--trials", type=int, default=50, help="trials in the gallery's search")
+    render.add_argument("--synth", choices=("auto", "fluidsynth", "builtin"), default="auto")
     args = parser.parse_args(argv)
     figures = BENCHMARKS[args.name](args)
     figures = {"benchmark": args.name, **figures, "cpus": os.cpu_count(), "machine": platform.machine()}

@@ -15,8 +15,8 @@ prints one JSON object with `nll` (nats per frame), `acc`, and the settings used
   given the true history (`--acc-gibbs-k` Gibbs steps from silence, 25 by default), and score
   sum TP / sum (TP + FP + FN) over all frames; averaged over `--acc-samples` draws.
 - **monitor**: the cheap per-epoch score that picks a run's best epoch and that a search
-  optimises. By default (`kind="nll"`) it is the same AIS NLL with far fewer samples (8 runs
-  x 250 temperatures) on a fixed, even spread of 250 validation frames: optimistic by a few
+  optimises. By default (`kind="nll"`) it is the same AIS NLL with far fewer samples (4 runs
+  x 200 temperatures) on a fixed, even spread of 200 validation frames: optimistic by a few
   tenths of a nat (too few temperatures), but it rises when the model gets worse. The
   alternative, `kind="pll"`, the negative pseudo-log-likelihood, is 10x cheaper but misleads:
   on JSB it kept falling (6.6 -> 5.5) while the AIS NLL of the same models rose (7.3 -> 7.9).
@@ -77,9 +77,9 @@ def conditional_rbms(model, rolls: list[np.ndarray], batch_size: int = 64) -> tu
 @dataclass(frozen=True)
 class MonitorSettings:
     kind: str = "nll"  # "nll" (cheap AIS estimate) or "pll" (pseudo-log-likelihood); see the module docstring
-    frames: int = 250  # an even spread of the split, the same frames every epoch
-    ais_runs: int = 8
-    ais_betas: int = 250
+    frames: int = 200  # an even spread of the split, the same frames every epoch
+    ais_runs: int = 4
+    ais_betas: int = 200
     seed: int = 0  # the same AIS noise every epoch, so epochs differ by the model only
 
 

@@ -96,9 +96,9 @@ class TrainConfig:
     # "nll", a cheap AIS estimate of the NLL, or "pll", the pseudo-log-likelihood (cheaper,
     # but it can fall while the NLL rises).
     monitor: str = "nll"
-    monitor_frames: int = 250
-    monitor_ais_runs: int = 8
-    monitor_ais_betas: int = 250
+    monitor_frames: int = 200
+    monitor_ais_runs: int = 4
+    monitor_ais_betas: int = 200
     # Test evaluation at the end (see rbmsearch.evaluate); AIS as in the paper.
     eval_ais_runs: int = 100
     eval_ais_betas: int = 1000

@@ -31,8 +31,8 @@ ConcurrencyLimiter runs `max_concurrent` of them at once, and ASHA stops weak on
 `--single-trial` runs the same trial code in-process without importing Ray or Optuna.
 
 The objective is `valid_monitor`: by default a cheap AIS estimate of the validation NLL per
-frame (lower is better; `rbmsearch.evaluate.monitor`: 8 runs x 250 temperatures on a fixed,
-even spread of 250 validation frames, with fixed AIS noise, so every epoch and every trial
+frame (lower is better; `rbmsearch.evaluate.monitor`: 4 runs x 200 temperatures on a fixed,
+even spread of 200 validation frames, with fixed AIS noise, so every epoch and every trial
 is scored on the same frames with the same random numbers). It is the paper's measure with
 fewer samples: a few tenths of a nat optimistic, but it ranks models the way the full AIS
 does. The full score (100 runs x 1000 temperatures on every frame) takes minutes per epoch,
@@ -89,9 +89,10 @@ __all__ = [
     "SearchSpace",
     "SearchSpaceError",
     "benchmark",
+    "check_shared_storage",
     "finish",
     "load_space",
-    "render_midi_samples",
+    "render_trials",
     "run_search",
     "single_trial",
 ]
@@ -233,7 +234,8 @@ class SearchSettings:
     first_trial_at_defaults: bool = False  # trial 1 uses each param's default (or midpoint)
     reuse_actors: bool = True  # keep trial processes (TF already imported) for the next trial
     top: int = 10  # rows of the final table
-    samples: int = 4  # MIDI samples of the best model
+    samples: int = 4  # samples (MIDI, WAV, PNG) of each rendered trial's best checkpoint
+    render_top: int = 3  # trials whose samples are rendered for the gallery, best first
     sample_quarters: int = 32  # length of each sample, in quarter notes
 
 
@@ -260,6 +262,7 @@ _SETTING_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "reuse_actors": (lambda v: isinstance(v, bool), "true or false"),
     "top": (lambda v: _is_int(v) and v >= 1, "a positive int"),
     "samples": (lambda v: _is_int(v) and v >= 0, "a non-negative int"),
+    "render_top": (lambda v: _is_int(v) and v >= 1, "a positive int"),
     "sample_quarters": (lambda v: _is_int(v) and v >= 1, "a positive int"),
 }
 assert set(_SETTING_CHECKS) == {f.name for f in dataclasses.fields(SearchSettings)}
@@ -590,7 +593,9 @@ class _RaySession:
         import ray
         import ray.tune
 
-        metrics = {**metrics, "node_id": ray.get_runtime_context().get_node_id()}
+        context = ray.get_runtime_context()
+        gpus = context.get_accelerator_ids().get("GPU", [])  # what Ray gave this trial (CUDA_VISIBLE_DEVICES)
+        metrics = {**metrics, "node_id": context.get_node_id(), "gpu_ids": ",".join(map(str, gpus))}
         ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(str(run_dir)))
 
 
@@ -709,6 +714,48 @@ def _init_ray(address: str | None) -> bool:
     return True
 
 
+def _path_exists(path: str) -> bool:
+    return os.path.exists(path)
+
+
+def check_shared_storage(storage: str) -> None:
+    """Fail fast if a local `storage` path is not the same directory on every alive node.
+
+    Trials write their checkpoints under the storage path on whatever node they run; on a
+    multi-node cluster a node's own disk would strand them there. The driver writes a marker
+    file and asks every node whether it sees it. URIs (s3://, gs://, ...) are shared by
+    nature; an NFS path mounted everywhere passes; nodes that join later are checked by Ray
+    itself when a trial starts there.
+    """
+    import uuid
+
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    if _is_uri(storage) or len(nodes) <= 1:
+        return
+    marker = Path(storage) / f".rbmsearch-shared-{uuid.uuid4().hex}"
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("written by the driver; every node must see it\n")
+    try:
+        probe = ray.remote(num_cpus=0)(_path_exists)
+        answers = {
+            f"{n['NodeManagerAddress']} ({n['NodeID'][:8]})": probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)).remote(str(marker))
+            for n in nodes
+        }  # fmt: skip
+        blind = [name for name, answer in answers.items() if not ray.get(answer, timeout=300)]
+    finally:
+        marker.unlink()
+    if blind:
+        raise SearchError(
+            f"--storage {storage} is a local path that {len(blind)} of the cluster's {len(nodes)} nodes cannot see "
+            f"({', '.join(blind)}): their trials' checkpoints and results would be stranded on their own disks. "
+            "On a multi-node cluster pass shared storage: --storage s3://BUCKET/runs, gs://BUCKET/runs, or an NFS "
+            "path mounted at the same place on every node."
+        )
+
+
 def run_search(
     space: SearchSpace | None,
     data: str | None,
@@ -745,13 +792,13 @@ def run_search(
         if _read_text(f"{experiment}/{SEARCH_FILE}") is not None:
             raise SearchError(f"{experiment} already holds an experiment; continue it with --resume, or choose another --name.")
     dataset, data_path = load_data(data, progress)
-    if not resume:
-        saved = {"space_name": space.name, "space_file": space.where, "space": space.to_dict(), "data": data_path, "created": time.strftime("%Y-%m-%d %H:%M:%S")}
-        _write_text(f"{experiment}/{SEARCH_FILE}", json.dumps(saved, indent=2) + "\n")
-
     settings = space.settings
     started_ray = _init_ray(address)
     try:
+        check_shared_storage(storage)  # before anything is written there
+        if not resume:
+            saved = {"space_name": space.name, "space_file": space.where, "space": space.to_dict(), "data": data_path, "created": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
+            _write_text(f"{experiment}/{SEARCH_FILE}", json.dumps(saved, indent=2) + "\n")
         spec = TrialSpec(space, data_path, marker_dir=f"{experiment}/diverged")
         resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial, **settings.resources}
         trainable = ray.tune.with_resources(ray.tune.with_parameters(rbmsearch_trial, dataset=dataset, spec=spec), resources)
@@ -844,7 +891,7 @@ class TrialSummary:
     checkpoint: Any = None  # the best ray.tune.Checkpoint, if any
 
     def to_json(self) -> dict:
-        out = {k: v for k, v in asdict(self).items() if k not in ("checkpoint", "history")}
+        out = {k: v for k, v in asdict(self).items() if k != "checkpoint"}  # history: epoch -> metric
         out["checkpoint"] = self.checkpoint.path if self.checkpoint is not None else None
         return out
 
@@ -966,30 +1013,6 @@ def save_plots(study, out_dir: Path) -> dict[str, str]:
     return made
 
 
-def render_midi_samples(run_dir: Path, out_dir: Path, n_samples: int, quarters: int, seed: int = 0) -> list[Path]:
-    """Plain MIDI samples of a run: `n_samples` sequences of `quarters` quarter notes, k = 25.
-
-    The renderer `finish` calls by default; the render stage can pass a richer one.
-    """
-    from rbmsearch.midi import write_midi
-    from rbmsearch.train import load_run
-
-    if n_samples == 0:
-        return []
-    run = load_run(run_dir)
-    spq, qpm = int(run.data["steps_per_quarter"]), float(run.data["qpm"])
-    rolls = run.model.generate(n_samples, quarters * spq, SAMPLE_GIBBS_K, seed=seed)  # (n, T, 88) bool
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, roll in enumerate(rolls):
-        paths.append(out_dir / f"sample_{i}.mid")
-        write_midi(roll, paths[-1], steps_per_quarter=spq, qpm=qpm)
-    return paths
-
-
-Renderer = Callable[[Path, Path, int, int, int], list[Path]]
-
-
 def evaluate_best(run_dir: Path, dataset: Dataset) -> dict:
     """Score a run directory's model on the test split with its config's AIS settings (full by default)."""
     from rbmsearch.evaluate import EvalSettings, evaluate
@@ -1008,18 +1031,49 @@ def evaluate_best(run_dir: Path, dataset: Dataset) -> dict:
     return test
 
 
-def finish(
-    experiment_dir: str,
-    results=None,
-    dataset: Dataset | None = None,
-    render: Renderer = render_midi_samples,
-) -> dict:
-    """End of a search: table, trials.json, Optuna study and plots, test score, best.json, samples.
+def render_trials(out: Path, ranked: list[tuple[str, Path]], settings: SearchSettings, data: str, seed: int) -> dict[str, list[str]]:
+    """Samples of each (trial id, run directory) into out/samples/trial_<id>/ (out/samples/ for
+    the single trial); returns trial id -> paths of its MIDI files relative to `out`.
+
+    A trial whose rendering fails is reported and skipped: samples never cost a search its results.
+    """
+    from rbmsearch.render import RenderError, render_run
+    from rbmsearch.train import load_run
+
+    done = {}
+    for trial_id, run_dir in ranked:
+        if settings.samples == 0:
+            break
+        try:
+            steps = settings.sample_quarters * int(load_run(run_dir).data["steps_per_quarter"])
+            folder = Path("samples") if trial_id == "single" else Path("samples") / f"trial_{trial_id}"
+            result = render_run(run_dir, out / folder, settings.samples, steps, seed=seed, data=data)
+        except (RenderError, OSError, ValueError) as e:
+            print(f"samples of trial {trial_id} skipped: {e}", file=sys.stderr)
+            continue
+        done[trial_id] = [str(folder / s["midi"]) for s in result["samples"]]
+    return done
+
+
+def _build_gallery(out: Path) -> Path | None:
+    from rbmsearch.render import RenderError
+    from rbmsearch.samples import GalleryError, build_page
+
+    try:
+        return build_page(out)
+    except (GalleryError, RenderError, OSError) as e:
+        print(f"gallery skipped: {e}", file=sys.stderr)
+        return None
+
+
+def finish(experiment_dir: str, results=None, dataset: Dataset | None = None) -> dict:
+    """End of a search: table, trials.json, Optuna study and plots, test score, best.json, samples, gallery.
 
     experiment_dir: STORAGE/NAME (a path or URI) holding search.json. `results` (a ResultGrid)
-    and `dataset` are read from there when not given. `render(run_dir, out_dir, n, quarters,
-    seed)` writes the samples. Outputs go into the experiment directory (for a URI, through a
-    local staging directory that is uploaded at the end). Returns best.json's content.
+    and `dataset` are read from there when not given. The best `render_top` trials' best
+    checkpoints are rendered (`rbmsearch.render`) into samples/trial_<id>/, and index.html
+    (`rbmsearch.samples`) shows them. Outputs go into the experiment directory (for a URI,
+    through a local staging directory that is uploaded at the end). Returns best.json's content.
     """
     saved = json.loads(_read_text(f"{experiment_dir}/{SEARCH_FILE}") or "null")
     if saved is None:
@@ -1054,7 +1108,14 @@ def finish(
     best.checkpoint.to_directory(str(best_run))
     test = evaluate_best(best_run, dataset)
     config = json.loads((best_run / "config.json").read_text())
-    samples = render(best_run, out / "samples", settings.samples, settings.sample_quarters, space.train_config(best.params).seed)
+    others = [s for s in summaries if s.best and s.checkpoint is not None and s is not best][: settings.render_top - 1]
+    with tempfile.TemporaryDirectory(prefix="rbmsearch-render-") as scratch:
+        ranked = [(best.trial_id, best_run)]
+        for s in others:
+            ranked.append((s.trial_id, Path(scratch) / s.trial_id))
+            s.checkpoint.to_directory(str(ranked[-1][1]))
+        rendered = render_trials(out, ranked, settings, saved["data"], space.train_config(best.params).seed)
+    samples = rendered.get(best.trial_id, [])
     report = {
         "trial_id": best.trial_id,
         "params": best.params,
@@ -1064,19 +1125,23 @@ def finish(
         "test_eval": test.get("test_eval"),
         "checkpoint": best.checkpoint.path,
         "run_dir": f"{experiment_dir}/best_run",
-        "samples": [f"{experiment_dir}/samples/{p.name}" for p in samples],
+        "samples": [f"{experiment_dir}/{p}" for p in samples],
         "plots": {k: f"{experiment_dir}/{k}" for k in plots},
         "optuna_storage": f"sqlite:///{experiment_dir}/optuna.db",
     }
     (out / "best.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    page = _build_gallery(out)
     if remote:
         _upload(out, experiment_dir)
 
     print(f"\nbest trial {best.trial_id}: {settings.metric} {best.best[settings.metric]:.4f}" + (f", test NLL {test['test_nll']:.3f} nats/frame, test ACC {test['test_acc']:.3f}" if test else ""))  # fmt: skip
     print(f"best.json: {experiment_dir}/best.json")
     if samples:
-        print(f"samples:   {experiment_dir}/samples/ ({len(samples)} MIDI files; play them with any MIDI player, e.g. `timidity {report['samples'][0]}`)")  # fmt: skip
+        print(f"samples:   {experiment_dir}/samples/trial_{best.trial_id}/ (MIDI, WAV and piano rolls of the best {len(rendered)} trials in samples/)")  # fmt: skip
     print(f"dashboard: optuna-dashboard {report['optuna_storage']}")
+    if page is not None:
+        view = f"python -m rbmsearch.samples {experiment_dir}" if not remote else f"copy {experiment_dir} here, then python -m rbmsearch.samples DIR"
+        print(f"view them: {view}   (serves the gallery on http://127.0.0.1:8000/)")
     return report
 
 
@@ -1106,7 +1171,10 @@ def single_trial(space: SearchSpace, data: str | None, out_dir: str | os.PathLik
     metrics = run_trial(params, dataset, TrialSpec(space, data_path), _LocalSession(run_dir))
     test = evaluate_best(run_dir, dataset)
     settings = space.settings
-    samples = render_midi_samples(run_dir, out_dir / "samples", settings.samples, settings.sample_quarters, space.train_config(params).seed)
+    # The samples go into the run directory, where `python -m rbmsearch.samples RUN_DIR` looks.
+    rendered = render_trials(run_dir, [("single", run_dir)], settings, data_path, space.train_config(params).seed)
+    samples = [run_dir / p for p in rendered.get("single", [])]
+    page = _build_gallery(run_dir) if samples else None
     history = metrics["history"]
     best = min(history, key=lambda h: h["valid_monitor"]) if history else {}
     report = {
@@ -1119,7 +1187,9 @@ def single_trial(space: SearchSpace, data: str | None, out_dir: str | os.PathLik
     (out_dir / "best.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     m = report["metrics"]
     print(f"best epoch {m.get('epoch')}: valid_monitor {m.get('valid_monitor', math.nan):.4f}" + (f", test NLL {m['test_nll']:.3f} nats/frame, test ACC {m['test_acc']:.3f}" if "test_nll" in m else ""))  # fmt: skip
-    print(f"best.json: {out_dir / 'best.json'}\nsamples:   {out_dir / 'samples'}/ ({len(samples)} MIDI files)")
+    print(f"best.json: {out_dir / 'best.json'}")
+    if page is not None:
+        print(f"samples:   {samples[0].parent}/ (MIDI, WAV, piano rolls)\nview them: python -m rbmsearch.samples {run_dir}")
     return report
 
 

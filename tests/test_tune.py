@@ -189,7 +189,9 @@ def test_single_trial_runs_without_ray(tmp_path, toy_parquet):
     assert best["params"] == load_space(SMOKE).center()
     assert math.isfinite(best["metrics"]["test_nll"]) and 0 <= best["metrics"]["test_acc"] <= 1
     assert f"best.json: {tmp_path / 'one/best.json'}" in out.stdout
-    assert len(list((tmp_path / "one/samples").glob("*.mid"))) == 2
+    run = tmp_path / "one/run"
+    assert sorted(p.name for p in (run / "samples").glob("sample_*")) == [f"sample_{i}.{e}" for i in range(2) for e in ("mid", "png", "wav")]
+    assert (run / "index.html").is_file() and f"view them: python -m rbmsearch.samples {run}" in out.stdout
 
 
 # ---------------------------------------------------------------------------- searches on Ray
@@ -218,11 +220,20 @@ def test_tiny_search_on_local_ray(ray_address, tmp_path, toy_parquet):
     assert Path(best["checkpoint"]).is_dir() and (exp / "best_run/params.npz").is_file()
     assert json.loads((exp / "best_run/metrics.json").read_text())["test_nll"] == best["metrics"]["test_nll"]
 
-    samples = sorted((exp / "samples").glob("*.mid"))
-    assert [p.name for p in samples] == ["sample_0.mid", "sample_1.mid"]
-    for path in samples:
+    # The best 3 trials are rendered (smoke: 2 samples of 8 quarters each), best first, and the
+    # gallery shows each of them.
+    best_samples = exp / "samples" / f"trial_{best['trial_id']}"
+    assert best["samples"] == [f"{experiment}/samples/trial_{best['trial_id']}/sample_{i}.mid" for i in range(2)]
+    for path in best["samples"]:
         roll = read_midi(path, steps_per_quarter=2).roll
         assert roll.shape[1] == NUM_PITCHES and len(roll) <= 8 * 2
+    rendered = sorted(p.name for p in (exp / "samples").iterdir())
+    assert len(rendered) == 3 and best_samples.name in rendered
+    page = (exp / "index.html").read_text()
+    for folder in rendered:
+        assert all(f"samples/{folder}/sample_{i}.wav" in page for i in range(2))
+        assert (exp / "samples" / folder / "stats.json").is_file()
+    assert "history.png" in page and "learning_curves.png" in page
 
     trials = optuna_trials(exp / "optuna.db")
     assert len(trials) == 4 and all(state == "COMPLETE" and math.isfinite(value) for state, value in trials)
@@ -231,6 +242,10 @@ def test_tiny_search_on_local_ray(ray_address, tmp_path, toy_parquet):
     table = json.loads((exp / "trials.json").read_text())
     assert [t["status"] for t in table] == ["TERMINATED"] * 4
     assert all(set(t["params"]) == set(best["params"]) for t in table)
+    by_trial = {Path(r.path).name.removeprefix("trial_"): r for r in results}
+    for t in table:  # learning curves for the gallery: the metric of every reported epoch
+        frame = by_trial[t["trial_id"]].metrics_dataframe
+        assert t["history"] == {str(int(e)): pytest.approx(m) for e, m in zip(frame["epoch"], frame["valid_monitor"])}
 
 
 def test_nan_trial_errors_with_its_parameters_and_the_search_goes_on(ray_address, tmp_path, toy_parquet):
@@ -309,6 +324,7 @@ def test_worker_node_lost_mid_trial_resumes_from_its_checkpoint(tmp_path, toy_pa
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
     summary = json.loads(out.stdout.splitlines()[-1])
     assert summary["errors"] == 0 and summary["terminated"] == 2
+    assert not list(tmp_path.glob(".rbmsearch-shared-*"))  # the shared-storage probe ran on 2 nodes and cleaned up
     for trial in summary["trials"]:
         assert trial["epochs"][-1] == 6, trial  # every trial finished
     moved = [t for t in summary["trials"] if t["removed_after_epoch"]]
