@@ -1,6 +1,6 @@
 """Search RNN-RBM hyperparameters with Ray Tune and Optuna; the search stage.
 
-    python -m rbmsearch.tune [--data D] [--space FILE] [--num-samples N] [--max-epochs E]
+    python -m rbmsearch.tune [--data D] [--space FILE] [--num-samples N] [--max-epochs E] [--max-concurrent M]
                              [--cpus-per-trial C] [--gpus-per-trial G] [--storage P] [--name X]
                              [--resume] [--address A] [--single-trial]
 
@@ -90,6 +90,7 @@ __all__ = [
     "SearchSpaceError",
     "benchmark",
     "check_shared_storage",
+    "network_filesystem",
     "finish",
     "load_space",
     "render_trials",
@@ -718,23 +719,54 @@ def _path_exists(path: str) -> bool:
     return os.path.exists(path)
 
 
-def check_shared_storage(storage: str) -> None:
-    """Fail fast if a local `storage` path is not the same directory on every alive node.
+# Filesystem types (/proc/mounts) whose paths other machines can mount too.
+NETWORK_FILESYSTEMS = ("nfs", "nfs4", "cifs", "smb3", "smbfs", "lustre", "gpfs", "beegfs", "ceph", "glusterfs", "afs")
 
-    Trials write their checkpoints under the storage path on whatever node they run; on a
-    multi-node cluster a node's own disk would strand them there. The driver writes a marker
-    file and asks every node whether it sees it. URIs (s3://, gs://, ...) are shared by
-    nature; an NFS path mounted everywhere passes; nodes that join later are checked by Ray
-    itself when a trial starts there.
+
+def network_filesystem(path: str) -> str | None:
+    """The type of the network filesystem holding `path` (nfs, fuse.gcsfuse, ...), or None if local."""
+    try:
+        mounts = [line.split()[1:3] for line in Path("/proc/mounts").read_text().splitlines()]
+    except OSError:  # not Linux: cannot tell
+        return None
+    resolved = str(Path(path).resolve())
+    under = [(point, kind) for point, kind in mounts if resolved == point or resolved.startswith(point.rstrip("/") + "/")]
+    if not under:
+        return None
+    _, kind = max(under, key=lambda m: len(m[0]))  # the innermost mount
+    return kind if kind in NETWORK_FILESYSTEMS or kind.startswith("fuse.") else None
+
+
+def check_shared_storage(storage: str, settings: SearchSettings) -> None:
+    """Fail fast if trials could write under a local `storage` path that the driver cannot see.
+
+    Trials write their checkpoints under the storage path on whatever node they run, so on
+    a cluster a node's own disk would strand them there. URIs (s3://, gs://, ...) and network
+    filesystems are shared by nature. Otherwise: with several nodes alive, the driver writes
+    a marker file and asks every node whether it sees it; with one node that cannot run a
+    trial (a CPU-only head of an autoscaling cluster), trials will run on nodes that join
+    later, which cannot be asked, so a local path is refused.
     """
     import uuid
 
     import ray
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    nodes = [n for n in ray.nodes() if n["Alive"]]
-    if _is_uri(storage) or len(nodes) <= 1:
+    if _is_uri(storage) or network_filesystem(storage):
         return
+    fix = ("pass shared storage: --storage s3://BUCKET/runs, gs://BUCKET/runs, or an NFS path mounted at the "
+           "same place on every node")  # fmt: skip
+    nodes = [n for n in ray.nodes() if n["Alive"]]
+    if len(nodes) == 1:
+        have = nodes[0]["Resources"]
+        need = {"CPU": settings.cpus_per_trial, "GPU": settings.gpus_per_trial, **settings.resources}
+        if all(have.get(k, 0) >= v for k, v in need.items() if v):
+            return
+        raise SearchError(
+            f"no node of this cluster can run a trial yet (it has {json.dumps({k: have.get(k, 0) for k in need})}, a trial "
+            f"needs {json.dumps(need)}), so trials will run on nodes that join later, which cannot see the local "
+            f"--storage {storage}: {fix}. (On one machine, lower --cpus-per-trial or --gpus-per-trial instead.)"
+        )
     marker = Path(storage) / f".rbmsearch-shared-{uuid.uuid4().hex}"
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text("written by the driver; every node must see it\n")
@@ -750,9 +782,7 @@ def check_shared_storage(storage: str) -> None:
     if blind:
         raise SearchError(
             f"--storage {storage} is a local path that {len(blind)} of the cluster's {len(nodes)} nodes cannot see "
-            f"({', '.join(blind)}): their trials' checkpoints and results would be stranded on their own disks. "
-            "On a multi-node cluster pass shared storage: --storage s3://BUCKET/runs, gs://BUCKET/runs, or an NFS "
-            "path mounted at the same place on every node."
+            f"({', '.join(blind)}): their trials' checkpoints and results would be stranded on their own disks; {fix}."
         )
 
 
@@ -795,7 +825,7 @@ def run_search(
     settings = space.settings
     started_ray = _init_ray(address)
     try:
-        check_shared_storage(storage)  # before anything is written there
+        check_shared_storage(storage, settings)  # before anything is written there
         if not resume:
             saved = {"space_name": space.name, "space_file": space.where, "space": space.to_dict(), "data": data_path, "created": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
             _write_text(f"{experiment}/{SEARCH_FILE}", json.dumps(saved, indent=2) + "\n")
@@ -1270,6 +1300,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--space", help=f"a search-space file (default: {DEFAULT_SPACE})")
     parser.add_argument("--num-samples", type=int, help="trials in all (overrides search.num_samples)")
     parser.add_argument("--max-epochs", type=int, help="epochs per trial (overrides search.max_epochs)")
+    parser.add_argument("--max-concurrent", type=int, help="trials at once (overrides search.max_concurrent; e.g. 2 per GPU on a cluster)")
     parser.add_argument("--cpus-per-trial", type=float, help="CPUs per trial, also TF's threads (overrides search.cpus_per_trial)")
     parser.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions allowed (overrides search.gpus_per_trial)")
     parser.add_argument("--storage", default=DEFAULT_STORAGE, help="where experiments go: a local path or a URI (default: ./runs)")
@@ -1283,6 +1314,7 @@ def main(argv: list[str] | None = None) -> None:
     overrides = {
         "num_samples": args.num_samples,
         "max_epochs": args.max_epochs,
+        "max_concurrent": args.max_concurrent,
         "cpus_per_trial": args.cpus_per_trial,
         "gpus_per_trial": args.gpus_per_trial,
     }

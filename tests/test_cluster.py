@@ -7,6 +7,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -54,14 +55,17 @@ def test_launcher_config_validates_against_rays_schema(path):
     types = config["available_node_types"]
     if config["provider"]["type"] == "local":
         assert "--num-cpus=0" in " ".join(config["head_start_ray_commands"])  # the head runs no trials
+        assert "0.0.0.0" not in json.dumps(config)
         return
     head = types[config["head_node_type"]]
     assert head["resources"] == {"CPU": 0} and head["max_workers"] == 0
     (worker_name,) = set(types) - {config["head_node_type"]}
     worker = types[worker_name]
     assert worker["min_workers"] == 0 and worker["max_workers"] >= 1
-    gpu = worker["node_config"].get("InstanceType", "").startswith("g") or worker["node_config"].get("guestAccelerators")
-    assert gpu, f"{path.name}: the worker type has no GPU"
+    # The autoscaler starts a worker for a GPU trial only if the node type says it has a GPU.
+    assert worker["resources"].get("GPU", 0) >= 1, f"{path.name}: the worker type declares no GPU"
+    assert "--num-cpus=0" in " ".join(config["head_start_ray_commands"])
+    assert "0.0.0.0" not in json.dumps(config), "the dashboard must not listen on every interface"
 
 
 def test_the_schema_check_is_real(tmp_path):
@@ -92,7 +96,8 @@ def test_kuberay_rayjob_manifest():
     assert container["image"] == IMAGE
     assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
     assert workers["minReplicas"] == 0 and workers["maxReplicas"] >= 1
-    assert any(v.get("emptyDir", {}).get("medium") == "Memory" for v in workers["template"]["spec"]["volumes"])  # /dev/shm
+    for group in (head, workers):  # /dev/shm in memory for the object store and TensorFlow
+        assert any(v.get("emptyDir", {}).get("medium") == "Memory" for v in group["template"]["spec"]["volumes"])
 
 
 CREDENTIALS = [
@@ -146,23 +151,51 @@ def ray_cluster():
         return json.loads(out.stdout.splitlines()[-1]) if out.returncode == 0 else []
 
     try:
-        start(["--head", "--port", str(port), "--num-cpus", "0", "--temp-dir", temp, "--include-dashboard", "false"])
+        # Every port of our own, so that the test never meets another Ray on this machine.
+        own = lambda: ["--dashboard-agent-listen-port", str(free_port()), "--metrics-export-port", str(free_port())]  # noqa: E731
+        start(["--head", "--port", str(port), "--num-cpus", "0", "--temp-dir", temp, "--include-dashboard", "false",
+               "--ray-client-server-port", str(free_port()), *own()])  # fmt: skip
         deadline = time.monotonic() + 90
         while not nodes():
             assert time.monotonic() < deadline, "the head node did not come up"
             time.sleep(1)
-        start(["--address", f"127.0.0.1:{port}", "--num-cpus", "2", "--num-gpus", "1", "--resources", json.dumps({"worker": 1})])
+        start(["--address", f"127.0.0.1:{port}", "--num-cpus", "2", "--num-gpus", "1", "--resources", json.dumps({"worker": 1}), *own()])
         while len(found := nodes()) < 2:
             assert time.monotonic() < deadline, "the worker node did not join"
             time.sleep(1)
         yield f"127.0.0.1:{port}", found
     finally:
-        for p in reversed(procs):  # `ray start --block` stops its node's processes on SIGTERM
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-                p.wait(timeout=30)
-            except (ProcessLookupError, subprocess.TimeoutExpired):
-                os.killpg(p.pid, signal.SIGKILL)
+        for p in reversed(procs):  # each node's process group: `ray start --block` and what it started
+            for sig, wait in ((signal.SIGTERM, 5), (signal.SIGKILL, 30)):
+                try:
+                    os.killpg(p.pid, sig)
+                    p.wait(timeout=wait)
+                    break
+                except ProcessLookupError:
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def test_local_storage_on_a_head_that_runs_no_trials_fails_fast(tmp_path):
+    """An autoscaling cluster before its workers join: one node, no CPUs. A local --storage is
+    refused before anything is written; a URI or a trial-sized node is accepted."""
+    code = f"""
+import ray
+from rbmsearch.tune import SearchError, SearchSettings, check_shared_storage
+ray.init(num_cpus=0, object_store_memory=80 * 2**20, include_dashboard=False, logging_level="ERROR")
+try:
+    check_shared_storage({str(tmp_path / "runs")!r}, SearchSettings())
+except SearchError as e:
+    print("refused:", e)
+check_shared_storage("s3://bucket/runs", SearchSettings())
+print("uri ok")
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env={**os.environ, **RAY_ENV})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "refused: no node of this cluster can run a trial yet" in out.stdout and "s3://BUCKET/runs" in out.stdout
+    assert "uri ok" in out.stdout and not (tmp_path / "runs").exists()
 
 
 def test_search_on_a_real_cluster_runs_trials_on_the_worker(ray_cluster, tmp_path):
