@@ -32,7 +32,6 @@ Decisions a user may need to know:
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import tempfile
 from collections import defaultdict, deque

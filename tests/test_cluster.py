@@ -199,7 +199,7 @@ print("uri ok")
 
 
 def test_search_on_a_real_cluster_runs_trials_on_the_worker(ray_cluster, tmp_path):
-    from test_tune import toy_dataset
+    from test_train import toy_dataset
 
     address, nodes = ray_cluster
     (worker,) = [n["NodeID"] for n in nodes if "worker" in n["Resources"]]
