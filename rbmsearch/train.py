@@ -91,6 +91,7 @@ class TrainConfig:
     lr_decay: float = 0.97  # per epoch, for lr_schedule="exponential"
     momentum: float = 0.9  # for optimizer="sgd"
     clip_norm: float = 0.0  # global gradient-norm clipping; 0 turns it off
+    weight_decay: float = 0.0  # L2 penalty (weight_decay / 2) * ||w||^2 on the weight matrices, not the biases
     seed: int = 0
     # The per-epoch validation score that picks the best epoch (see rbmsearch.evaluate):
     # "nll", a cheap AIS estimate of the NLL, or "pll", the pseudo-log-likelihood (cheaper,
@@ -124,6 +125,8 @@ class TrainConfig:
                 f"lr_decay must be in (0, 1], momentum in [0, 1) and clip_norm >= 0, but got "
                 f"{self.lr_decay!r}, {self.momentum!r} and {self.clip_norm!r}."
             )
+        if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, int | float) or not 0 <= self.weight_decay < math.inf:
+            raise ConfigError(f"A finite value >= 0 must be specified for weight_decay, but got {self.weight_decay!r}.")
         for name in ("eval_ais_betas", "monitor_ais_betas"):
             if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int) or getattr(self, name) < 2:
                 raise ConfigError(f"An int >= 2 must be specified for {name}, but got {getattr(self, name)!r}.")
@@ -347,6 +350,8 @@ def make_train_step(model, optimizer, config: TrainConfig):
         with tf.GradientTape() as tape:
             cost = model.cd_loss(v, mask, config.cd_k, seed)
         grads = tape.gradient(cost, variables)
+        if config.weight_decay > 0:  # the gradient of (weight_decay / 2) * ||w||^2, on matrices only
+            grads = [g + config.weight_decay * w if w.shape.rank == 2 else g for g, w in zip(grads, variables)]
         if config.clip_norm > 0:
             grads, _ = tf.clip_by_global_norm(grads, config.clip_norm)
         optimizer.apply_gradients(zip(grads, variables))

@@ -1301,6 +1301,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-samples", type=int, help="trials in all (overrides search.num_samples)")
     parser.add_argument("--max-epochs", type=int, help="epochs per trial (overrides search.max_epochs)")
     parser.add_argument("--max-concurrent", type=int, help="trials at once (overrides search.max_concurrent; e.g. 2 per GPU on a cluster)")
+    parser.add_argument("--time-budget", type=float, metavar="MINUTES", help="stop starting and running trials after this long (overrides search.time_budget_s)")
     parser.add_argument("--cpus-per-trial", type=float, help="CPUs per trial, also TF's threads (overrides search.cpus_per_trial)")
     parser.add_argument("--gpus-per-trial", type=float, help="GPUs per trial, fractions allowed (overrides search.gpus_per_trial)")
     parser.add_argument("--storage", default=DEFAULT_STORAGE, help="where experiments go: a local path or a URI (default: ./runs)")
@@ -1311,17 +1312,21 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # this process's TF: no start-up banner
 
-    overrides = {
-        "num_samples": args.num_samples,
-        "max_epochs": args.max_epochs,
-        "max_concurrent": args.max_concurrent,
-        "cpus_per_trial": args.cpus_per_trial,
-        "gpus_per_trial": args.gpus_per_trial,
+    minutes = args.time_budget
+    if minutes is not None and not 0 < minutes < math.inf:
+        parser.error(f"--time-budget is a positive number of minutes, but got {minutes:g}")
+    by_flag = {  # flag: (search setting, value or None)
+        "--num-samples": ("num_samples", args.num_samples),
+        "--max-epochs": ("max_epochs", args.max_epochs),
+        "--max-concurrent": ("max_concurrent", args.max_concurrent),
+        "--time-budget": ("time_budget_s", None if minutes is None else minutes * 60),
+        "--cpus-per-trial": ("cpus_per_trial", args.cpus_per_trial),
+        "--gpus-per-trial": ("gpus_per_trial", args.gpus_per_trial),
     }
-    overrides = {k: v for k, v in overrides.items() if v is not None}
+    overrides = {key: value for key, value in by_flag.values() if value is not None}
     try:
         if args.resume:
-            given = [f"--{k.replace('_', '-')}" for k in overrides] + [f for f, v in (("--space", args.space), ("--data", args.data), ("--single-trial", args.single_trial)) if v]  # fmt: skip
+            given = [flag for flag, (_, value) in by_flag.items() if value is not None] + [f for f, v in (("--space", args.space), ("--data", args.data), ("--single-trial", args.single_trial)) if v]  # fmt: skip
             if given:
                 raise SearchError(f"--resume continues the experiment as it was started (its search.json); drop {', '.join(given)}.")
             run_search(None, None, args.storage, args.name, resume=True, address=args.address)

@@ -12,7 +12,7 @@ import pytest
 
 from rbmsearch.data import Dataset, DatasetMeta, Piece, write_dataset
 from rbmsearch.midi import NUM_PITCHES
-from rbmsearch.train import ConfigError, DivergenceError, TrainConfig, load_run, minibatches, pad_batch, train, windows
+from rbmsearch.train import ConfigError, DivergenceError, TrainConfig, load_run, make_optimizer, make_train_step, minibatches, pad_batch, train, windows
 
 TINY = dict(
     n_hidden=12,
@@ -211,3 +211,24 @@ def test_train_cli_smoke(tmp_path, toy_parquet):
     assert summary["best_epoch"] == 1 and math.isfinite(summary["test_nll"])
     bad = subprocess.run([sys.executable, "-m", "rbmsearch.train", "--data", str(toy_parquet), "--out", str(tmp_path / "x"), "--set", "k=1"], capture_output=True, text=True)
     assert bad.returncode == 1 and "Unknown key 'k'" in bad.stderr
+
+
+def test_weight_decay_shrinks_weight_matrices_only():
+    """One SGD step with weight_decay differs from one without by exactly -lr * wd * w on each matrix."""
+    from rbmsearch.model import RnnRbm
+
+    rolls = toy_dataset().rolls("train")[:4]
+    v, mask = pad_batch([r[:16] for r in rolls])
+    after = {}
+    for wd in (0.0, 0.5):
+        config = TrainConfig(**{**TINY, "optimizer": "sgd", "learning_rate": 0.1, "lr_schedule": "constant", "weight_decay": wd})
+        model = RnnRbm(config.model_config(), seed=config.seed)
+        before = model.to_params()
+        make_train_step(model, make_optimizer(config, 1), config)(v, mask, np.array([1, 2], dtype=np.int64))
+        after[wd] = model.to_params()
+    for name, w in before.items():
+        expected = -0.1 * 0.5 * w if w.ndim == 2 else np.zeros_like(w)
+        np.testing.assert_allclose(after[0.5][name] - after[0.0][name], expected, atol=1e-6, err_msg=name)
+    assert np.abs(before["W"]).max() > 1e-3  # the check above is not vacuous
+    with pytest.raises(ConfigError, match="weight_decay"):
+        TrainConfig(weight_decay=-1.0)

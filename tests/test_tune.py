@@ -152,6 +152,10 @@ def test_missing_space_file_and_cli_errors(tmp_path):
     assert out.returncode == 1 and f"error: {bad}: params.cd_k.low: a value below high" in out.stderr
     out = run_cli("--resume", "--space", str(SMOKE), "--storage", str(tmp_path))
     assert out.returncode == 1 and "drop --space" in out.stderr
+    out = run_cli("--resume", "--time-budget", "5", "--max-epochs", "3", "--storage", str(tmp_path))
+    assert out.returncode == 1 and "drop --max-epochs, --time-budget." in out.stderr
+    out = run_cli("--time-budget", "-1", "--space", str(SMOKE), "--storage", str(tmp_path))
+    assert out.returncode == 2 and "--time-budget is a positive number of minutes, but got -1" in out.stderr
 
 
 # ---------------------------------------------------------------------------- single trial
