@@ -64,6 +64,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import math
 import os
 import re
@@ -579,6 +580,8 @@ class _RaySession:
 
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
+        # Ray logs every checkpoint it persists, once per epoch per trial: noise in the driver's table.
+        logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
 
     def restore(self) -> int:
         import ray.tune
@@ -803,6 +806,10 @@ def run_search(
     import ray
     import ray.tune
     from ray.tune.schedulers import ASHAScheduler
+
+    # Every trial checkpoints every epoch, so Tune snapshots the experiment often by design;
+    # its warning about that would repeat every few seconds for the whole search.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
