@@ -806,12 +806,12 @@ def run_search(
     import ray
     import ray.tune
     from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
 
     # Every trial checkpoints every epoch, so Tune snapshots the experiment often by design;
     # its warning about that would repeat every few seconds for the whole search.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
     storage = _storage_root(storage)
     if resume:

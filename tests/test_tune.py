@@ -375,7 +375,8 @@ def _cluster_scenario(tmp: Path, data: str) -> None:
         # epoch 1 at least (a checkpoint merely written to storage may not be known to Tune yet): lose the worker.
         logged = {path.parent.name: len(path.read_text().splitlines()) for path in exp.glob("trial_*/result.json")}
         if max(logged.values(), default=0) >= 2:
-            removed = logged  # a lost machine takes its processes with it: the trial's worker too
+            removed = logged
+            # A lost machine takes its processes with it: the trial's worker too.
             doomed = _descendants(worker.all_processes["raylet"][0].process.pid)
             cluster.remove_node(worker, allow_graceful=False)
             for pid in doomed:
