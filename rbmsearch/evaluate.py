@@ -14,6 +14,9 @@ prints one JSON object with `nll` (nats per frame), `acc`, and the settings used
 - **ACC** (Bay et al., ISMIR 2009): for every frame, draw a sample from its conditional RBM
   given the true history (`--acc-gibbs-k` Gibbs steps from silence, 25 by default), and score
   sum TP / sum (TP + FP + FN) over all frames; averaged over `--acc-samples` draws.
+  `acc_frame_mean` is the same samples scored frame by frame and averaged over frames,
+  every frame weighted equally; it reads a few points higher. Tables that do not say
+  which they use may use either; compare like with like.
 - **monitor**: the cheap per-epoch score that picks a run's best epoch and that a search
   optimises. By default (`kind="nll"`) it is the same AIS NLL with far fewer samples (4 runs
   x 200 temperatures) on a fixed, even spread of 200 validation frames: optimistic by a few
@@ -121,6 +124,7 @@ def evaluate(model, rolls: list[np.ndarray], settings: EvalSettings = EvalSettin
     return {
         "nll": float(-np.mean(log_p)),
         "acc": ais.expected_frame_accuracy(v, samples),
+        "acc_frame_mean": ais.expected_frame_accuracy(v, samples, per_frame=True),
         "frames": int(len(v)),
         "sequences": len(rolls),
         **asdict(settings),

@@ -213,6 +213,19 @@ def test_expected_frame_accuracy_pools_counts_over_frames():
     assert expected_frame_accuracy(v_true, sample[None]) == pytest.approx(4 / 6, abs=1e-15)
 
 
+def test_expected_frame_accuracy_per_frame_weighs_frames_equally():
+    v_true = np.array([[1, 1, 1, 1, 0], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0]], bool)
+    sample = np.array([[1, 1, 1, 1, 0], [0, 1, 0, 0, 0], [0, 0, 0, 0, 0]], bool)
+    # Frames: 4/4, 0/2, and a silent frame predicted silent (perfect): (1 + 0 + 1) / 3.
+    assert expected_frame_accuracy(v_true, sample[None], per_frame=True) == pytest.approx(2 / 3, abs=1e-15)
+    # Two samples: the second misses everything in frame 0 (0/4) and is right in frame 1.
+    other = np.array([[0, 0, 0, 0, 1], [1, 0, 0, 0, 0], [0, 0, 0, 0, 0]], bool)
+    both = np.stack([sample, other])
+    assert expected_frame_accuracy(v_true, both, per_frame=True) == pytest.approx((2 / 3 + 2 / 3) / 2, abs=1e-15)
+    assert expected_frame_accuracy(v_true, other[None]) == pytest.approx(1 / 6, abs=1e-15)  # pooled: 1 / (1 + 1 + 4)
+    assert expected_frame_accuracy(np.zeros((0, 4)), np.zeros((2, 0, 4)), per_frame=True) == 1.0
+
+
 def test_expected_frame_accuracy_empty_cases():
     silent = np.zeros((3, 4), bool)
     note = np.zeros((3, 4), bool)
