@@ -205,6 +205,14 @@ def gibbs_chain(v0, W, bv, bh, k: int, seed: Seed) -> tuple[tf.Tensor, tf.Tensor
     return v, p_v
 
 
+def _dropout(x: tf.Tensor, rate: float, seed: tf.Tensor) -> tf.Tensor:
+    """Inverted dropout: zero each entry with probability `rate`, scale the rest by 1/(1-rate)."""
+    if rate == 0:
+        return x
+    keep = tf.random.stateless_uniform(tf.shape(x), seed=seed, alg=_RNG_ALG) >= rate
+    return x * tf.cast(keep, x.dtype) / (1.0 - rate)
+
+
 # -----------------------------------------------------------------------------
 # The model
 
@@ -348,7 +356,7 @@ class RnnRbm(tf.Module):
 
     # --- training -------------------------------------------------------------
 
-    def cd_loss(self, v, mask, k: int, seed: Seed) -> tf.Tensor:
+    def cd_loss(self, v, mask, k: int, seed: Seed, dropout: float = 0.0) -> tf.Tensor:
         """CD-k cost: mean over real frames of F(v_t) - F(v~_t), a float32 scalar.
 
         v: (B, T, n_v) 0/1 (bool or float), mask: (B, T), 1 for real frames and 0 for
@@ -358,12 +366,19 @@ class RnnRbm(tf.Module):
         and cannot change the result. Gradients reach every variable through the biases;
         the Gibbs chain is held constant. Not XLA-compilable (data-dependent shapes); plain
         `tf.function` is the fast path on CPU. NaN if the mask has no real frame.
+        dropout (a Python float in [0, 1), training only): the probability of zeroing each
+        note of the history the RNN reads and each unit of u_{t-1} the biases read, with the
+        survivors scaled by 1 / (1 - dropout) so that nothing changes at evaluation. The
+        frame being scored is never dropped. 0 leaves the cost exactly as without it.
         """
         v = tf.cast(v, tf.float32)  # (B, T, n_v)
         real = tf.cast(mask, tf.float32) > 0.5  # (B, T)
-        u_prev, _ = self.run_rnn(v)  # (B, T, n_u): u_{t-1} for every frame
+        seed = _as_seed(seed)
+        history = _dropout(v, dropout, tf.random.experimental.stateless_fold_in(seed, 1))
+        u_prev, _ = self.run_rnn(history)  # (B, T, n_u): u_{t-1} for every frame
         # Keep the N real frames BEFORE projecting to biases: padding can be half the batch.
         v_r, u_r = tf.boolean_mask(v, real), tf.boolean_mask(u_prev, real)  # (N, n_v), (N, n_u)
+        u_r = _dropout(u_r, dropout, tf.random.experimental.stateless_fold_in(seed, 2))
         bv_r, bh_r = self._biases_from_u(u_r)  # (N, n_v), (N, n_h)
         return self._cd_cost(v_r, bv_r, bh_r, k, seed)
 

@@ -93,6 +93,7 @@ class TrainConfig:
     lr_decay: float = 0.97  # per epoch, for lr_schedule="exponential"
     momentum: float = 0.9  # for optimizer="sgd"
     clip_norm: float = 10.0  # global gradient-norm clipping, a safety net at this learning rate; 0 turns it off
+    dropout: float = 0.0  # on the history the RNN reads and on u_{t-1}; see RnnRbm.cd_loss
     weight_decay: float = 0.0  # L2 penalty (weight_decay / 2) * ||w||^2 on the weight matrices, not the biases
     seed: int = 0
     # The per-epoch validation score that picks the best epoch (see rbmsearch.evaluate):
@@ -127,6 +128,8 @@ class TrainConfig:
                 f"lr_decay must be in (0, 1], momentum in [0, 1) and clip_norm >= 0, but got "
                 f"{self.lr_decay!r}, {self.momentum!r} and {self.clip_norm!r}."
             )
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float) or not 0 <= self.dropout < 1:
+            raise ConfigError(f"A value in [0, 1) must be specified for dropout, but got {self.dropout!r}.")
         if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, int | float) or not 0 <= self.weight_decay < math.inf:
             raise ConfigError(f"A finite value >= 0 must be specified for weight_decay, but got {self.weight_decay!r}.")
         for name in ("eval_ais_betas", "monitor_ais_betas"):
@@ -350,7 +353,7 @@ def make_train_step(model, optimizer, config: TrainConfig):
     )
     def train_step(v, mask, seed):
         with tf.GradientTape() as tape:
-            cost = model.cd_loss(v, mask, config.cd_k, seed)
+            cost = model.cd_loss(v, mask, config.cd_k, seed, config.dropout)
         grads = tape.gradient(cost, variables)
         if config.weight_decay > 0:  # the gradient of (weight_decay / 2) * ||w||^2, on matrices only
             grads = [g + config.weight_decay * w if w.shape.rank == 2 else g for g, w in zip(grads, variables)]

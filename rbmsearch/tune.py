@@ -41,9 +41,9 @@ so only the best trial gets it, on the test split, at the end. The pseudo-log-li
 (6.6 -> 5.5 nats/frame) while the AIS NLL of the same models rose (7.3 -> 7.9), so a search
 on it picks the worst models. The monitor settings are held fixed in a search (they may be
 set in `fixed`, not in `params`), since trials are only comparable on one scale.
-`valid_acc`, the frame accuracy of one prediction per frame (25 Gibbs steps from silence)
-on an even spread of at most `acc_frames` validation frames, is reported too: cheap but
-noisy, so it is shown, not optimised.
+`valid_acc`, the frame accuracy of one prediction per frame (25 Gibbs steps from silence,
+against `evaluate`'s 200) on an even spread of at most `acc_frames` validation frames, is
+reported too: cheap but noisy, so it is shown, not optimised.
 
 Divergence. A trial whose cost or monitor becomes NaN or inf raises DivergenceError (which
 carries its configuration) before anything is reported, so no made-up loss reaches Tune
@@ -105,7 +105,9 @@ DEFAULT_STORAGE = "runs"
 # Metrics a space may optimise, with the direction in which they improve. The CD cost is
 # not among them: it is not a likelihood, and it falls as the Gibbs chain mixes worse.
 OBJECTIVES = {"valid_monitor": "min", "valid_acc": "max"}
-ACC_GIBBS_K = 25  # Gibbs steps per predicted frame, as in evaluation and generation
+# Gibbs steps per predicted frame for the per-epoch valid_acc: generation's 25, cheap but not
+# fully mixed, so it reads about a point below `evaluate`'s accuracy (200 steps).
+ACC_GIBBS_K = 25
 SAMPLE_GIBBS_K = 25  # Gibbs steps per generated frame (the paper's setting)
 SEARCH_FILE = "search.json"
 

@@ -295,6 +295,29 @@ def test_cd_loss_ignores_padded_frames():
     assert model.cd_loss(v, mask, k=3, seed=12).numpy() != loss  # the seed matters
 
 
+def test_cd_loss_dropout_reaches_the_history_never_the_scored_frame():
+    model = _model()
+    v, mask = _rolls((2, 6, 6), seed=6), np.ones((2, 6), np.float32)
+    plain = model.cd_loss(v, mask, k=2, seed=3).numpy()
+    assert model.cd_loss(v, mask, k=2, seed=3, dropout=0.0).numpy() == plain  # 0 is exactly off
+    assert model.cd_loss(v, mask, k=2, seed=3, dropout=0.5).numpy() != plain  # the history is thinned
+    # With the bias maps at zero no frame's RBM depends on the history: the cost is then the
+    # same with or without dropout, so the frames scored and the chains are never dropped.
+    for name in ("Wuv", "Wuh"):
+        getattr(model, name).assign(tf.zeros_like(getattr(model, name)))
+    np.testing.assert_allclose(
+        model.cd_loss(v, mask, k=2, seed=3, dropout=0.5).numpy(), model.cd_loss(v, mask, k=2, seed=3).numpy(), rtol=1e-6
+    )
+
+
+def test_dropout_zeroes_at_its_rate_and_keeps_the_mean():
+    from rbmsearch.model import _dropout
+
+    x = _dropout(tf.ones([200, 500]), 0.3, tf.constant([1, 2], tf.int64)).numpy()
+    np.testing.assert_allclose(np.unique(x), [0.0, 1 / 0.7], rtol=1e-6)
+    assert abs((x == 0).mean() - 0.3) < 0.005 and abs(x.mean() - 1.0) < 0.01
+
+
 def test_cd_loss_is_the_mean_free_energy_gap_to_the_chain():
     """Rebuild the cost from the public pieces: the chain starts at the data, uses the
     frame's conditional biases, and the cost is mean(F(v) - F(v~)) over real frames."""

@@ -232,3 +232,6 @@ def test_weight_decay_shrinks_weight_matrices_only():
     assert np.abs(before["W"]).max() > 1e-3  # the check above is not vacuous
     with pytest.raises(ConfigError, match="weight_decay"):
         TrainConfig(weight_decay=-1.0)
+    for bad in (1.0, -0.1, True):
+        with pytest.raises(ConfigError, match="dropout"):
+            TrainConfig(dropout=bad)
