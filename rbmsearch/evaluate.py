@@ -40,6 +40,8 @@ from rbmsearch import ais
 __all__ = ["EvalSettings", "MonitorSettings", "conditional_rbms", "evaluate", "monitor"]
 
 MONITORS = ("nll", "pll")
+MIXING_CHECK_SAMPLES = 2  # chains per frame started at the true frame, for acc_mixing_gap
+MIXING_GAP_WARNING = 0.01  # warn when those score this much higher than the chains from silence
 
 
 @dataclass(frozen=True)
@@ -47,10 +49,11 @@ class EvalSettings:
     ais_runs: int = ais.DEFAULT_N_RUNS  # 100, as in the paper
     ais_betas: int = ais.DEFAULT_N_BETAS
     acc_samples: int = 10
-    # Gibbs steps per predicted frame, from silence. 25 (generation's count) is too few to mix:
-    # on JSB the accuracy rose from 0.230 to 0.242 at 200 and stayed there at 1000, whatever
-    # the chain started from, so 200 samples the model rather than the starting point.
-    acc_gibbs_k: int = 200
+    # Gibbs steps per predicted frame, from silence. 25 (generation's count) is far too few:
+    # on JSB a model trained 200 epochs read 0.205 at 25 steps, 0.243 at 200, 0.252 at 1000
+    # and 0.250 at 3000, where chains started at the true frames (0.250) agree. See
+    # `acc_mixing_gap` in the result, which checks this for every evaluation.
+    acc_gibbs_k: int = 1000
     seed: int = 0
 
 
@@ -103,15 +106,20 @@ def monitor(model, rolls: list[np.ndarray], settings: MonitorSettings = MonitorS
     return float(-np.mean(ais.frame_log_likelihood(v, W, bv, bh, log_z)))
 
 
-def sample_predictions(model, bv: np.ndarray, bh: np.ndarray, n_samples: int, k: int, seed: int) -> np.ndarray:
-    """Draw n_samples predictions per frame: k Gibbs steps from silence. Returns (S, N, n_v) bool."""
+def sample_predictions(model, bv: np.ndarray, bh: np.ndarray, n_samples: int, k: int, seed: int, start: np.ndarray | None = None) -> np.ndarray:
+    """Draw n_samples predictions per frame by k Gibbs steps. Returns (S, N, n_v) bool.
+
+    bv (N, n_v), bh (N, n_h): each frame's RBM. start: (N, n_v) where the chains begin;
+    silence when None, which is what a prediction may know.
+    """
     import tensorflow as tf
 
-    from rbmsearch.model import gibbs_chain
+    from rbmsearch.model import long_gibbs_chain
 
-    chain = tf.function(lambda bv, bh, seed: gibbs_chain(tf.zeros_like(bv), model.W, bv, bh, k, seed)[0])
-    bv, bh = tf.constant(bv), tf.constant(bh)
-    return np.stack([chain(bv, bh, tf.constant([seed, s], tf.int64)).numpy() > 0.5 for s in range(n_samples)])
+    chain = tf.function(lambda v0, bv, bh, seed: long_gibbs_chain(v0, model.W, bv, bh, k, seed))
+    v0 = tf.zeros_like(bv, tf.float32) if start is None else tf.constant(start, tf.float32)
+    bv, bh = tf.constant(bv, tf.float32), tf.constant(bh, tf.float32)
+    return np.stack([chain(v0, bv, bh, tf.constant([seed, s], tf.int64)).numpy() > 0.5 for s in range(n_samples)])
 
 
 def evaluate(model, rolls: list[np.ndarray], settings: EvalSettings = EvalSettings(), progress: bool = False) -> dict:
@@ -124,10 +132,20 @@ def evaluate(model, rolls: list[np.ndarray], settings: EvalSettings = EvalSettin
     log_z = ais.ais_log_z(W, bv, bh, n_runs=settings.ais_runs, n_betas=settings.ais_betas, seed=settings.seed)
     log_p = ais.frame_log_likelihood(v, W, bv, bh, log_z)
     samples = sample_predictions(model, bv, bh, settings.acc_samples, settings.acc_gibbs_k, settings.seed)
+    acc = ais.expected_frame_accuracy(v, samples)
+    # The mixing check: chains started AT the true frames begin with accuracy 1 and fall to the
+    # model's value as they mix; those from silence rise to it. Only the latter are scored.
+    from_truth = sample_predictions(model, bv, bh, MIXING_CHECK_SAMPLES, settings.acc_gibbs_k, settings.seed + 1, start=v)
+    gap = ais.expected_frame_accuracy(v, from_truth) - acc
+    if gap > MIXING_GAP_WARNING:
+        print(f"warning: the accuracy's Gibbs chains have not mixed: started at the true frames they "
+              f"score {gap:.3f} higher than from silence after {settings.acc_gibbs_k} steps, so `acc` "
+              "is too low. Raise --acc-gibbs-k (EvalSettings.acc_gibbs_k).", file=sys.stderr)  # fmt: skip
     return {
         "nll": float(-np.mean(log_p)),
-        "acc": ais.expected_frame_accuracy(v, samples),
+        "acc": acc,
         "acc_frame_mean": ais.expected_frame_accuracy(v, samples, per_frame=True),
+        "acc_mixing_gap": gap,
         "frames": int(len(v)),
         "sequences": len(rolls),
         **asdict(settings),

@@ -205,6 +205,27 @@ def gibbs_chain(v0, W, bv, bh, k: int, seed: Seed) -> tuple[tf.Tensor, tf.Tensor
     return v, p_v
 
 
+def long_gibbs_chain(v0, W, bv, bh, k, seed: Seed) -> tf.Tensor:
+    """`gibbs_chain` for long chains: the k steps run in a `tf.while_loop`, not unrolled.
+
+    Same arguments (k may be a tensor); returns only the k-th sample (..., n_v) float32 0/1.
+    Thousands of steps cost no more graph than one. Its random stream differs from
+    `gibbs_chain`'s: step i draws from `fold_in(seed, i)`.
+    """
+    seed = _as_seed(seed)
+    v, W, bv, bh = (tf.cast(x, tf.float32) for x in (v0, W, bv, bh))
+    rows = tf.shape(v)[:-1]
+    n_v, n_h = W.shape
+
+    def step(i, v):
+        key_h, key_v = tf.unstack(tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(seed, i), 2))
+        noise_h = tf.random.stateless_uniform(tf.concat([rows, [n_h]], 0), seed=key_h, alg=_RNG_ALG)
+        noise_v = tf.random.stateless_uniform(tf.concat([rows, [n_v]], 0), seed=key_v, alg=_RNG_ALG)
+        return i + 1, gibbs_step(v, W, bv, bh, noise_h, noise_v)[0]
+
+    return tf.while_loop(lambda i, v: i < k, step, (tf.constant(0, tf.int64), v))[1]
+
+
 def _dropout(x: tf.Tensor, rate: float, seed: tf.Tensor) -> tf.Tensor:
     """Inverted dropout: zero each entry with probability `rate`, scale the rest by 1/(1-rate)."""
     if rate == 0:

@@ -107,10 +107,11 @@ class TrainConfig:
     eval_ais_runs: int = 100
     eval_ais_betas: int = 1000
     eval_acc_samples: int = 10
+    eval_acc_gibbs_k: int = 1000  # Gibbs steps per accuracy sample; see EvalSettings.acc_gibbs_k
 
     def __post_init__(self):
         positive = ["n_hidden", "n_recurrent", "pretrain_cd_k", "pretrain_batch_frames", "epochs", "cd_k", "batch_size",
-                    "eval_ais_runs", "eval_acc_samples", "monitor_frames", "monitor_ais_runs"]  # fmt: skip
+                    "eval_ais_runs", "eval_acc_samples", "eval_acc_gibbs_k", "monitor_frames", "monitor_ais_runs"]  # fmt: skip
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -470,7 +471,7 @@ def train(
     bar.close()
     if evaluate_test and "test_nll" not in metrics and dataset.rolls("test"):
         run = load_run(run_dir)  # the model validation chose, not simply the last one
-        settings = evaluate.EvalSettings(ais_runs=config.eval_ais_runs, ais_betas=config.eval_ais_betas, acc_samples=config.eval_acc_samples, seed=config.seed)
+        settings = evaluate.EvalSettings(ais_runs=config.eval_ais_runs, ais_betas=config.eval_ais_betas, acc_samples=config.eval_acc_samples, acc_gibbs_k=config.eval_acc_gibbs_k, seed=config.seed)
         result = evaluate.evaluate(run.model, dataset.rolls("test"), settings, progress=progress)
         metrics.update({"test_nll": result["nll"], "test_acc": result["acc"], "test_eval": result})
         write_json(metrics_path, metrics)

@@ -21,6 +21,7 @@ from rbmsearch.model import (
     free_energy,
     gibbs_chain,
     gibbs_step,
+    long_gibbs_chain,
 )
 
 TINY = dict(n_visible=6, n_hidden=5, n_recurrent=4)
@@ -167,7 +168,8 @@ def test_free_energy_matches_brute_force_sum_over_hidden_states():
         np.testing.assert_allclose(got.numpy(), [expected], rtol=1e-5, atol=1e-5)
 
 
-def test_gibbs_chain_samples_the_rbm_distribution():
+@pytest.mark.parametrize("chain", ["gibbs_chain", "long_gibbs_chain"])
+def test_gibbs_chain_samples_the_rbm_distribution(chain):
     """Many chains of a tiny RBM reach P(v) ∝ exp(-F(v)) (catches transposed W, swapped
     layers, or a sampler comparing the wrong way)."""
     rng = np.random.default_rng(2)
@@ -179,9 +181,13 @@ def test_gibbs_chain_samples_the_rbm_distribution():
     logits = -free_energy(vs, W, bv, bh).numpy()
     exact = np.exp(logits - logits.max())
     exact /= exact.sum()
-    v_k, p_k = gibbs_chain(np.zeros((n_chains, n_v), np.float32), W, bv, bh, k=30, seed=5)
+    v0 = np.zeros((n_chains, n_v), np.float32)
+    if chain == "gibbs_chain":
+        v_k, p_k = gibbs_chain(v0, W, bv, bh, k=30, seed=5)
+        assert np.all((p_k.numpy() > 0) & (p_k.numpy() < 1))
+    else:
+        v_k = long_gibbs_chain(v0, W, bv, bh, k=tf.constant(30, tf.int64), seed=5)
     assert set(np.unique(v_k.numpy())) <= {0.0, 1.0}
-    assert np.all((p_k.numpy() > 0) & (p_k.numpy() < 1))
     index = v_k.numpy().astype(int) @ (2 ** np.arange(n_v)[::-1])  # row -> state number
     freq = np.bincount(index, minlength=2**n_v) / n_chains
     np.testing.assert_allclose(freq, exact, atol=0.015)

@@ -116,6 +116,29 @@ def test_tiny_train_then_evaluate_end_to_end(tmp_path, toy_parquet):
     assert 0 < result["nll"] < 88 * math.log(2) and 0 <= result["acc"] <= 1 and 0 <= result["acc_frame_mean"] <= 1
 
 
+def test_accuracy_mixing_gap_flags_chains_that_have_not_mixed(capsys):
+    """Chains from the true frames and from silence agree once mixed, and not before."""
+    from rbmsearch.evaluate import EvalSettings, evaluate
+    from rbmsearch.model import ModelConfig, RnnRbm
+
+    rolls = toy_dataset().rolls("valid")
+    settings = dict(ais_runs=2, ais_betas=10, acc_samples=2)
+    # An RBM whose hidden units copy the visible ones and back: every note has two sticky
+    # states, so a chain stays near where it starts for many steps.
+    sticky = RnnRbm(ModelConfig(n_hidden=NUM_PITCHES, n_recurrent=8), seed=0)
+    sticky.W.assign(10.0 * np.eye(NUM_PITCHES, dtype=np.float32))
+    for name, value in (("bv", -5.0), ("bh", -5.0), ("Wuv", 0.0), ("Wuh", 0.0)):
+        getattr(sticky, name).assign(np.full(getattr(sticky, name).shape, value, np.float32))
+    stuck = evaluate(sticky, rolls, EvalSettings(**settings, acc_gibbs_k=1))
+    assert stuck["acc"] < 0.2 and stuck["acc_mixing_gap"] > 0.5  # the truth-started chains remember it
+    warning = capsys.readouterr().err
+    assert "have not mixed" in warning and "--acc-gibbs-k" in warning
+    model = RnnRbm(ModelConfig(n_hidden=12, n_recurrent=8, init_std=0.05), seed=0)
+    mixed = evaluate(model, rolls, EvalSettings(**settings, acc_gibbs_k=50))
+    assert abs(mixed["acc_mixing_gap"]) < 0.03  # a weak RBM mixes in a few steps
+    assert "have not mixed" not in capsys.readouterr().err
+
+
 def test_training_learns_the_toy_data(tmp_path, toy_parquet):
     """More epochs must beat fewer on held-out AIS NLL: the gradient really trains the model."""
     from rbmsearch.data import read_dataset
