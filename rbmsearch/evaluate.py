@@ -12,11 +12,13 @@ prints one JSON object with `nll` (nats per frame), `acc`, and the settings used
   too few temperatures make the NLL look better than it is: check that doubling
   `--ais-betas` does not move it.
 - **ACC** (Bay et al., ISMIR 2009): for every frame, draw a sample from its conditional RBM
-  given the true history (`--acc-gibbs-k` Gibbs steps from silence, 200 by default), and score
+  given the true history (`--acc-gibbs-k` Gibbs steps from silence, 1000 by default), and score
   sum TP / sum (TP + FP + FN) over all frames; averaged over `--acc-samples` draws.
   `acc_frame_mean` is the same samples scored frame by frame and averaged over frames,
   every frame weighted equally; it reads a few points higher. Tables that do not say
-  which they use may use either; compare like with like.
+  which they use may use either; compare like with like. `acc_mixing_gap` is the accuracy
+  of chains started AT the true frames minus `acc`: near 0 once the chains have mixed (both
+  reach the model's value, from above and from below); above 0.01 a warning is printed.
 - **monitor**: the cheap per-epoch score that picks a run's best epoch and that a search
   optimises. By default (`kind="nll"`) it is the same AIS NLL with far fewer samples (4 runs
   x 200 temperatures) on a fixed, even spread of 200 validation frames: optimistic by a few
