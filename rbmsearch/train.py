@@ -8,7 +8,7 @@ Reads a Parquet dataset written by `rbmsearch.data` and writes a run directory:
     RUN_DIR/params.npz     the model chosen by validation: for rnn="tanh" exactly W (n_v, n_h),
                            bv (n_v), bh (n_h), Wuv (n_u, n_v), Wuh (n_u, n_h), Wvu (n_v, n_u),
                            Wuu (n_u, n_u), bu (n_u), u0 (n_u), float32
-    RUN_DIR/metrics.json   per-epoch history, the best epoch, and test_nll / test_acc once
+    RUN_DIR/metrics.json   per-epoch history, the best epoch, and test_nll / test_nll_raise / test_acc once
                            the test split is evaluated
     RUN_DIR/ckpt/          the TensorFlow checkpoint of the latest epoch (model + optimizer),
                            for resuming
@@ -45,6 +45,7 @@ __all__ = ["ConfigError", "DivergenceError", "Report", "TrainConfig", "train", "
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 LR_SCHEDULES = ("constant", "cosine", "exponential")
+MONITORS = ("raise", "nll", "pll")  # see rbmsearch.evaluate.monitor
 
 
 class ConfigError(ValueError):
@@ -97,9 +98,10 @@ class TrainConfig:
     weight_decay: float = 0.0  # L2 penalty (weight_decay / 2) * ||w||^2 on the weight matrices, not the biases
     seed: int = 0
     # The per-epoch validation score that picks the best epoch (see rbmsearch.evaluate):
-    # "nll", a cheap AIS estimate of the NLL, or "pll", the pseudo-log-likelihood (cheaper,
-    # but it can fall while the NLL rises).
-    monitor: str = "nll"
+    # "raise", a cheap reverse-AIS estimate of the NLL, which errs high; "nll", a cheap AIS
+    # estimate, which errs low, for sharp models by whole nats (it rewards what it cannot
+    # measure); or "pll", the pseudo-log-likelihood (cheaper, but it can fall while the NLL rises).
+    monitor: str = "raise"
     monitor_frames: int = 200
     monitor_ais_runs: int = 4
     monitor_ais_betas: int = 200
@@ -108,10 +110,11 @@ class TrainConfig:
     eval_ais_betas: int = 1000
     eval_acc_samples: int = 10
     eval_acc_gibbs_k: int = 1000  # Gibbs steps per accuracy sample; see EvalSettings.acc_gibbs_k
+    eval_raise_runs: int = 10  # reverse-AIS runs per frame for test_nll_raise; see EvalSettings.raise_runs
 
     def __post_init__(self):
         positive = ["n_hidden", "n_recurrent", "pretrain_cd_k", "pretrain_batch_frames", "epochs", "cd_k", "batch_size",
-                    "eval_ais_runs", "eval_acc_samples", "eval_acc_gibbs_k", "monitor_frames", "monitor_ais_runs"]  # fmt: skip
+                    "eval_ais_runs", "eval_acc_samples", "eval_acc_gibbs_k", "eval_raise_runs", "monitor_frames", "monitor_ais_runs"]  # fmt: skip
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -136,7 +139,7 @@ class TrainConfig:
         for name in ("eval_ais_betas", "monitor_ais_betas"):
             if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int) or getattr(self, name) < 2:
                 raise ConfigError(f"An int >= 2 must be specified for {name}, but got {getattr(self, name)!r}.")
-        choices = (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES), ("rnn", ("tanh", "lstm", "gru")), ("monitor", ("nll", "pll")))
+        choices = (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES), ("rnn", ("tanh", "lstm", "gru")), ("monitor", MONITORS))
         for name, allowed in choices:
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"One of {allowed} must be specified for {name}, but got {getattr(self, name)!r}.")
@@ -379,7 +382,7 @@ def train(
 
     Calls `report(epoch, metrics, run_dir)` after every epoch, once run_dir holds that
     epoch's checkpoint. Returns the final metrics (also in run_dir/metrics.json), with
-    `test_nll` and `test_acc` if `evaluate_test`.
+    `test_nll`, `test_nll_raise` and `test_acc` if `evaluate_test`.
 
     Raises:
         DivergenceError: a cost or the validation monitor became NaN or inf.
@@ -471,11 +474,20 @@ def train(
     bar.close()
     if evaluate_test and "test_nll" not in metrics and dataset.rolls("test"):
         run = load_run(run_dir)  # the model validation chose, not simply the last one
-        settings = evaluate.EvalSettings(ais_runs=config.eval_ais_runs, ais_betas=config.eval_ais_betas, acc_samples=config.eval_acc_samples, acc_gibbs_k=config.eval_acc_gibbs_k, seed=config.seed)
-        result = evaluate.evaluate(run.model, dataset.rolls("test"), settings, progress=progress)
-        metrics.update({"test_nll": result["nll"], "test_acc": result["acc"], "test_eval": result})
+        metrics.update(test_metrics(run, dataset.rolls("test"), progress))
         write_json(metrics_path, metrics)
     return metrics
+
+
+def test_metrics(run: Run, rolls: list[np.ndarray], progress: bool = False) -> dict:
+    """Evaluate a run's model on `rolls` (the test split) with its configuration's eval_* settings."""
+    from rbmsearch import evaluate
+
+    c = run.config
+    settings = evaluate.EvalSettings(ais_runs=c.eval_ais_runs, ais_betas=c.eval_ais_betas, acc_samples=c.eval_acc_samples,
+                                     acc_gibbs_k=c.eval_acc_gibbs_k, seed=c.seed, raise_runs=c.eval_raise_runs)  # fmt: skip
+    result = evaluate.evaluate(run.model, rolls, settings, progress=progress)
+    return {"test_nll": result["nll"], "test_nll_raise": result["nll_raise"], "test_acc": result["acc"], "test_eval": result}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -494,7 +506,7 @@ def main(argv: list[str] | None = None) -> None:
         metrics = train(config, dataset, args.out, data_path=args.data, progress=True, evaluate_test=not args.no_test)
     except (ConfigError, DatasetError, DivergenceError) as e:
         raise SystemExit(f"error: {e}") from e
-    summary = {k: metrics[k] for k in ("best_epoch", "test_nll", "test_acc") if k in metrics}
+    summary = {k: metrics[k] for k in ("best_epoch", "test_nll", "test_nll_raise", "test_acc") if k in metrics}
     print(json.dumps(summary))
 
 

@@ -1,4 +1,4 @@
-"""rbmsearch.ais: AIS against exact enumeration, exact log Z against brute force over
+"""rbmsearch.ais: AIS and reverse AIS (RAISE) against exact enumeration, exact log Z against brute force over
 (v, h), normalisation of frame log-likelihoods, Bay et al. accuracy on hand-built rolls,
 the pseudo-log-likelihood monitor, eager/graph equality and input validation."""
 
@@ -20,6 +20,9 @@ from rbmsearch.ais import (
     free_energy,
     monitor_cost,
     pseudo_log_likelihood,
+    raise_run,
+    state_counts,
+    weighted_accuracy,
 )
 
 
@@ -114,6 +117,97 @@ def test_xla_mode_is_accurate(small_rbm):
     W, bv, bh, exact = small_rbm
     est = ais_log_z(W, bv, bh, n_betas=1000, mode="xla")
     assert np.abs(est - exact).mean() < 0.05
+
+
+def model_frames(W, bv, bh, steps: int = 3000) -> np.ndarray:
+    """One frame per RBM from a long Gibbs chain: frames typical of the model, as held-out
+    data are of a good one."""
+    import tensorflow as tf
+
+    from rbmsearch.model import long_gibbs_chain
+
+    chain = tf.function(lambda: long_gibbs_chain(tf.zeros(bv.shape), W, bv, bh, steps, tf.constant([1, 2], tf.int64)))
+    return chain().numpy()
+
+
+def test_raise_brackets_exact_log_z_from_the_other_side_and_converges():
+    """A sharp RBM (W std 3): with few temperatures AIS's log Z is far too low and RAISE's far
+    too high (NLL too good and too bad); with many both are within 0.05 of exact on average."""
+    W, bv, bh = random_rbm(3, 30, 12, 16, 3.0)
+    exact = exact_log_z(W, bv, bh)
+    v = model_frames(W, bv, bh)
+    few_ais = ais_run(W, bv, bh, n_betas=10).log_z
+    few_raise = raise_run(W, bv, bh, v, n_betas=10).log_z
+    assert np.mean(few_ais - exact) < -0.5 and np.mean(few_raise - exact) > 1.0
+    many_ais = ais_run(W, bv, bh, n_betas=1000).log_z
+    many_raise = raise_run(W, bv, bh, v, n_runs=30, n_betas=3000).log_z
+    assert abs(np.mean(many_ais - exact)) < 0.05 and abs(np.mean(many_raise - exact)) < 0.05
+    # Fewer runs only make RAISE more conservative: its log of a mean of fewer weights.
+    assert np.mean(raise_run(W, bv, bh, v, n_runs=1, n_betas=100).log_z) > np.mean(raise_run(W, bv, bh, v, n_runs=50, n_betas=100).log_z)
+
+
+def test_raise_is_exact_for_a_weak_rbm_and_deterministic(small_rbm):
+    W, bv, bh, exact = small_rbm
+    v = model_frames(W, bv, bh)
+    result = raise_run(W, bv, bh, v, n_runs=20, n_betas=500, batch_size=3)
+    np.testing.assert_allclose(result.log_z, exact, atol=0.05)
+    assert result.log_weights.shape == (8, 20) and np.all(result.effective_sample_size() > 10)
+    eager = raise_run(W, bv, bh, v, n_runs=3, n_betas=20, mode="eager", seed=4)
+    graph = raise_run(W, bv, bh, v, n_runs=3, n_betas=20, mode="graph", seed=4)
+    np.testing.assert_array_equal(eager.log_weights, graph.log_weights)
+    assert not np.array_equal(graph.log_z, raise_run(W, bv, bh, v, n_runs=3, n_betas=20, seed=5).log_z)
+    with pytest.raises(ValueError, match="v"):
+        raise_run(W, bv, bh, v[:3])
+
+
+def exact_note_marginals(W, bv, bh) -> np.ndarray:
+    """p(v_i = 1) of each frame's RBM by enumerating its hidden states: (N, n_v)."""
+    hs = all_binary(W.shape[1])  # (H, n_h)
+    vis = bv[:, None, :] + (hs @ W.T)[None]  # (N, H, n_v)
+    log_ph = bh @ hs.T + softplus(vis).sum(-1)  # (N, H), unnormalised log p(h)
+    ph = np.exp(log_ph - log_ph.max(axis=1, keepdims=True))
+    ph /= ph.sum(axis=1, keepdims=True)
+    return np.einsum("nh,nhi->ni", ph, 1.0 / (1.0 + np.exp(-vis)))
+
+
+def test_annealed_accuracy_matches_the_exact_expectation_where_gibbs_is_stuck():
+    """Sticky RBMs (hidden unit i copies note i, so every note is bistable; p(note) ~ 1/2):
+    AIS's weighted final states give the exact expected accuracy (from the exact note
+    marginals), where Gibbs chains from silence stay near silence."""
+    import tensorflow as tf
+
+    from rbmsearch.model import long_gibbs_chain
+
+    rng = np.random.default_rng(0)
+    n, frames = 12, 40
+    W, bv, bh = 10.0 * np.eye(n), rng.normal(-5, 0.5, (frames, n)), rng.normal(-5, 0.5, (frames, n))
+    truth = (rng.random((frames, n)) < 0.3).astype(np.float32)
+    m = exact_note_marginals(W, bv, bh)
+    expected = np.stack([(m * truth).sum(1), (m * (1 - truth)).sum(1), ((1 - m) * truth).sum(1)], axis=1).sum(0)
+    exact = expected[0] / expected.sum()
+    counts = np.zeros((frames, 100, 3), np.int32)
+
+    def keep(frames, states):
+        counts[frames] = state_counts(truth[frames], states)
+
+    result = ais_run(W, bv, bh, n_runs=100, n_betas=1000, batch_size=16, on_states=keep)
+    assert weighted_accuracy(counts, result.log_weights) == pytest.approx(exact, abs=0.01)
+    chain = tf.function(lambda seed: long_gibbs_chain(tf.zeros(bv.shape), W, bv, bh, 20, seed))
+    gibbs = np.stack([chain(tf.constant([9, s], tf.int64)).numpy() for s in range(20)]) > 0.5
+    assert exact - expected_frame_accuracy(truth, gibbs) > 0.05
+
+
+def test_state_counts_and_weighted_accuracy_by_hand():
+    truth = np.array([[1, 1, 0, 0]], bool)
+    states = np.array([[[1, 0, 0, 0], [1, 1, 1, 1]]], bool)  # TP FP FN: (1, 0, 1) and (2, 2, 0)
+    counts = state_counts(truth, states)
+    np.testing.assert_array_equal(counts, [[[1, 0, 1], [2, 2, 0]]])
+    assert weighted_accuracy(counts, np.log([[1.0, 1.0]])) == pytest.approx(1.5 / 3.0)  # (1.5, 1, 0.5)
+    assert weighted_accuracy(counts, np.array([[0.0, -50.0]])) == pytest.approx(0.5)  # the first run only
+    with pytest.raises(ValueError, match="counts"):
+        weighted_accuracy(counts, np.zeros((1, 3)))
+    with pytest.raises(ValueError, match="states"):
+        state_counts(truth, states[:, :, :3])
 
 
 def test_beta_schedules():

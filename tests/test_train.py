@@ -114,6 +114,37 @@ def test_tiny_train_then_evaluate_end_to_end(tmp_path, toy_parquet):
     result = json.loads(out.stdout.splitlines()[-1])
     assert result["split"] == "valid" and result["ais_runs"] == 4 and result["ais_betas"] == 20
     assert 0 < result["nll"] < 88 * math.log(2) and 0 <= result["acc"] <= 1 and 0 <= result["acc_frame_mean"] <= 1
+    assert 0 < result["nll_raise"] < 88 * math.log(2) and 0 <= result["acc_annealed"] <= 1 and result["raise_runs"] == 10
+
+
+def sticky_model():
+    """An RBM whose hidden units copy the visible ones and back: every note has two sticky
+    states, so a Gibbs chain stays near where it starts for many steps, and AIS needs many
+    temperatures."""
+    from rbmsearch.model import ModelConfig, RnnRbm
+
+    sticky = RnnRbm(ModelConfig(n_hidden=NUM_PITCHES, n_recurrent=8), seed=0)
+    sticky.W.assign(10.0 * np.eye(NUM_PITCHES, dtype=np.float32))
+    for name, value in (("bv", -5.0), ("bh", -5.0), ("Wuv", 0.0), ("Wuh", 0.0)):
+        getattr(sticky, name).assign(np.full(getattr(sticky, name).shape, value, np.float32))
+    return sticky
+
+
+def test_nll_gap_flags_annealing_that_is_too_short(capsys):
+    """AIS and RAISE disagree by whole nats on a sharp model with 10 temperatures, and a
+    warning says so; on a weak model they agree and nothing is printed."""
+    from rbmsearch.evaluate import EvalSettings, evaluate
+    from rbmsearch.model import ModelConfig, RnnRbm
+
+    rolls = toy_dataset().rolls("valid")
+    settings = EvalSettings(ais_runs=4, ais_betas=10, acc_samples=1, acc_gibbs_k=1, raise_runs=4)
+    sharp = evaluate(sticky_model(), rolls, settings)
+    assert abs(sharp["nll_raise"] - sharp["nll"]) > 1.0 and sharp["raise_runs"] == 4
+    warning = capsys.readouterr().err
+    assert "not pinned down" in warning and "--ais-betas" in warning
+    weak = evaluate(RnnRbm(ModelConfig(n_hidden=12, n_recurrent=8, init_std=0.05), seed=0), rolls, settings)
+    assert abs(weak["nll_raise"] - weak["nll"]) < 0.05
+    assert "not pinned down" not in capsys.readouterr().err
 
 
 def test_accuracy_mixing_gap_flags_chains_that_have_not_mixed(capsys):
@@ -123,13 +154,7 @@ def test_accuracy_mixing_gap_flags_chains_that_have_not_mixed(capsys):
 
     rolls = toy_dataset().rolls("valid")
     settings = dict(ais_runs=2, ais_betas=10, acc_samples=2)
-    # An RBM whose hidden units copy the visible ones and back: every note has two sticky
-    # states, so a chain stays near where it starts for many steps.
-    sticky = RnnRbm(ModelConfig(n_hidden=NUM_PITCHES, n_recurrent=8), seed=0)
-    sticky.W.assign(10.0 * np.eye(NUM_PITCHES, dtype=np.float32))
-    for name, value in (("bv", -5.0), ("bh", -5.0), ("Wuv", 0.0), ("Wuh", 0.0)):
-        getattr(sticky, name).assign(np.full(getattr(sticky, name).shape, value, np.float32))
-    stuck = evaluate(sticky, rolls, EvalSettings(**settings, acc_gibbs_k=1))
+    stuck = evaluate(sticky_model(), rolls, EvalSettings(**settings, acc_gibbs_k=1))
     assert stuck["acc"] < 0.2 and stuck["acc_mixing_gap"] > 0.5  # the truth-started chains remember it
     warning = capsys.readouterr().err
     assert "have not mixed" in warning and "--acc-gibbs-k" in warning
@@ -165,7 +190,8 @@ def test_nll_monitor_tracks_the_exact_nll(tmp_path, toy_parquet):
     W = model.W.numpy()
     exact = -np.mean(ais.frame_log_likelihood(v, W, bv, bh, ais.exact_log_z(W, bv, bh)))
     every_frame = MonitorSettings(frames=len(v))
-    assert monitor(model, rolls, every_frame) == pytest.approx(exact, abs=0.05)
+    assert every_frame.kind == "raise" and monitor(model, rolls, every_frame) == pytest.approx(exact, abs=0.05)
+    assert monitor(model, rolls, MonitorSettings(kind="nll", frames=len(v))) == pytest.approx(exact, abs=0.05)
     # A subset of frames is an even spread: close to the whole, and the same every call.
     subset = MonitorSettings(frames=len(v) // 3)
     assert monitor(model, rolls, subset) == monitor(model, rolls, subset)
