@@ -72,7 +72,7 @@ class EvalSettings:
     acc_gibbs_k: int = 1000
     seed: int = 0
     # RAISE runs per frame for `nll_raise`, with ais_betas temperatures; a tenth of AIS's cost.
-    # Fewer runs only make it more conservative: on JSB 10 and 100 runs gave 6.029 and 6.027.
+    # Fewer runs only lower its likelihood further: on JSB 10 and 100 runs gave 6.029 and 6.027.
     raise_runs: int = 10
 
 
@@ -173,7 +173,8 @@ def evaluate(model, rolls: list[np.ndarray], settings: EvalSettings = EvalSettin
     if gap > MIXING_GAP_WARNING:
         print(f"warning: the accuracy's Gibbs chains have not mixed: started at the true frames they "
               f"score {gap:.3f} higher than from silence after {settings.acc_gibbs_k} steps, so `acc` "
-              "is too low. Raise --acc-gibbs-k (EvalSettings.acc_gibbs_k).", file=sys.stderr)  # fmt: skip
+              "is too low. Raise --acc-gibbs-k (EvalSettings.acc_gibbs_k), or read `acc_annealed`, which needs "
+              "no chain to mix.", file=sys.stderr)  # fmt: skip
     return {
         "nll": nll,
         "nll_raise": nll_raise,
