@@ -286,18 +286,19 @@ def _ais_chains(
     betas32 = tf.cast(betas, tf.float32)
 
     def hidden_input(v: tf.Tensor) -> tf.Tensor:
-        """bh + v W as (B, R, n_h): the same at every temperature, so each step computes it once."""
+        """bh + v W as (B, R, n_h): the same at every temperature."""
         return tf.reshape(tf.matmul(tf.reshape(v, [C, n_v]), W), [B, n_runs, n_h]) + bh3
 
-    def increment(k: tf.Tensor, v: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
-        """log p*_k(v) - log p*_{k-1}(v) as (B, R) float64; x = hidden_input(v)."""
+    def increment(k: tf.Tensor, v: tf.Tensor, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """log p*_k(v) - log p*_{k-1}(v) as (B, R) float64, and p_k(h=1 | v); x = hidden_input(v)."""
         dbeta64 = betas[k] - betas[k - 1]
         dbeta = tf.cast(dbeta64, tf.float32)
         a = betas32[k] * x  # (B, R, n_h) hidden input at beta_k
+        p_h = tf.sigmoid(a)
         # softplus(beta_k x) - softplus(beta_{k-1} x) = -(softplus(a - dbeta x) - softplus(a))
-        hidden = -tf.reduce_sum(_softplus_diff(a, -dbeta * x, tf.sigmoid(a)), axis=-1)  # (B, R)
+        hidden = -tf.reduce_sum(_softplus_diff(a, -dbeta * x, p_h), axis=-1)  # (B, R)
         visible = tf.reduce_sum(v * dbv3, axis=-1)  # (B, R): v.(bv - b_A)
-        return tf.cast(hidden, tf.float64) + dbeta64 * tf.cast(visible, tf.float64)
+        return tf.cast(hidden, tf.float64) + dbeta64 * tf.cast(visible, tf.float64), p_h
 
     def bernoulli(p: tf.Tensor, key: tf.Tensor) -> tf.Tensor:
         u = tf.random.stateless_uniform(tf.shape(p), seed=key, dtype=p.dtype, alg=_RNG_ALG)
@@ -307,12 +308,12 @@ def _ais_chains(
         step = tf.random.experimental.stateless_fold_in(seed, k, alg=_RNG_ALG)
         return tf.random.experimental.stateless_fold_in(step, j, alg=_RNG_ALG)
 
-    def sweep(k: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
-        """T_k from the state whose hidden input is x: h ~ p_k(h | v), v ~ p_k(v | h).
+    def sweep(k: tf.Tensor, p_h: tf.Tensor) -> tf.Tensor:
+        """T_k from a state v with p_k(h=1 | v) = p_h: h ~ p_k(h | v), v ~ p_k(v | h).
 
         As a kernel on v it is reversible with respect to p_k, so RAISE uses it backwards too."""
         beta = betas32[k]
-        h = bernoulli(tf.sigmoid(beta * x), key(k, 0))  # (B, R, n_h)
+        h = bernoulli(p_h, key(k, 0))  # (B, R, n_h)
         hw = tf.reshape(tf.matmul(tf.reshape(h, [C, n_h]), W, transpose_b=True), [B, n_runs, n_v])
         return bernoulli(tf.sigmoid((1.0 - beta) * base3 + beta * (bv3 + hw)), key(k, 1))
 
@@ -322,21 +323,21 @@ def _ais_chains(
         v0 = bernoulli(tf.broadcast_to(tf.sigmoid(base3), [B, n_runs, n_v]), key(0, 0))
 
         def forward(k: tf.Tensor, v: tf.Tensor, log_w: tf.Tensor):
-            x = hidden_input(v)
-            return k + 1, sweep(k, x), log_w + increment(k, v, x)
+            inc, p_h = increment(k, v, hidden_input(v))
+            return k + 1, sweep(k, p_h), log_w + inc
 
         _, v, log_w = tf.while_loop(lambda k, v, log_w: k < n_steps, forward, (tf.constant(1), v0, log_w0))
         # No transition is needed after the last increment; (v, w) is then a properly weighted
         # sample of the target (Neal 2001), which the annealed accuracy uses.
-        return log_w + increment(n_steps, v, hidden_input(v)), v
+        return log_w + increment(n_steps, v, hidden_input(v))[0], v
 
     # RAISE: v_K = the data; v_{k-1} ~ T_k(v_k) for k = K..1, adding log p*_k(v_{k-1}) - log p*_{k-1}(v_{k-1}).
     v0 = tf.reshape(tf.tile(v_data[:, None, :], tf.stack([1, n_runs, 1])), [B, n_runs, n_v])
 
     def reverse(k: tf.Tensor, v: tf.Tensor, x: tf.Tensor, log_w: tf.Tensor):
-        v = sweep(k, x)
+        v = sweep(k, tf.sigmoid(betas32[k] * x))
         x = hidden_input(v)
-        return k - 1, v, x, log_w - increment(k, v, x)
+        return k - 1, v, x, log_w - increment(k, v, x)[0]
 
     loop = (n_steps, v0, hidden_input(v0), log_w0)
     return tf.while_loop(lambda k, v, x, log_w: k > 0, reverse, loop)[3]
