@@ -66,9 +66,6 @@ __all__ = [
     "Schedule",
     "ais_log_z",
     "ais_run",
-    "raise_run",
-    "state_counts",
-    "weighted_accuracy",
     "beta_schedule",
     "exact_log_z",
     "expected_frame_accuracy",
@@ -76,13 +73,17 @@ __all__ = [
     "free_energy",
     "monitor_cost",
     "pseudo_log_likelihood",
+    "raise_run",
+    "state_counts",
+    "weighted_accuracy",
 ]
 
 # Boulanger-Lewandowski et al. (2012) use 100 AIS runs per conditional RBM.
 DEFAULT_N_RUNS = 100
 # Temperatures including both ends (beta = 0 and beta = 1).  For trained-like models
 # (n_v=88, n_h=150, W std <= 0.1) 1000 linear betas already move log Z by < 0.01 nats
-# when doubled; raise it for models with large weights (see `ais_run`).
+# when doubled; raise it for models with large weights: a model trained on Nottingham
+# (max |W| ~10) needed 10,000 before AIS and RAISE (`raise_run`) agreed.
 DEFAULT_N_BETAS = 1000
 # Frames per AIS batch; a batch holds DEFAULT_BATCH_SIZE * n_runs Markov chains
 # (100 * 100 chains * (88 + 150) units * 4 bytes is ~10 MB of state).  On 2 CPU cores
@@ -524,12 +525,12 @@ def raise_run(
     T_1 .. T_K forward), a proper distribution that tends to the RBM as the temperatures
     grow; its log, averaged over runs, is biased low. For frames typical of the model
     (held-out data of a good model) the annealing model is also less likely than the RBM,
-    so the NLL looks worse than it is: on 200 JSB frames 6.23 with 100 temperatures,
-    6.03 with 1000, where AIS gives 6.03. For frames the model finds unlikely the annealing model, blurred
-    towards the base, can be the more likely one. Where AIS and RAISE agree the NLL is
-    pinned; where they do not, the model needs more temperatures than were run. The returned log_z is the
-    log Z that RAISE's likelihood implies, so `frame_log_likelihood` takes it as is; it
-    depends on v, unlike AIS's.
+    so the NLL looks worse than it is: on 200 JSB frames 6.23 with 100 temperatures and
+    6.03 with 1000, where AIS gives 6.03. For frames the model finds unlikely the annealing
+    model, blurred towards the base, can be the more likely one. Where AIS and RAISE agree
+    the NLL is pinned; where they do not, the model needs more temperatures than were run.
+    The returned log_z is the log Z that RAISE's likelihood implies, so
+    `frame_log_likelihood` takes it as is; it depends on v, unlike AIS's.
 
     Arguments as `ais_run`, plus v: (N, n_v) bool or 0/1, the frames whose likelihood is
     wanted. A few runs are enough (the default 10 cost a tenth of the paper's 100 AIS
