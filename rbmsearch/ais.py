@@ -82,8 +82,8 @@ __all__ = [
 DEFAULT_N_RUNS = 100
 # Temperatures including both ends (beta = 0 and beta = 1).  For trained-like models
 # (n_v=88, n_h=150, W std <= 0.1) 1000 linear betas already move log Z by < 0.01 nats
-# when doubled; raise it for models with large weights: a model trained on Nottingham
-# (max |W| ~10) needed 10,000 before AIS and RAISE (`raise_run`) agreed.
+# when doubled; raise it for models with large weights: for a model trained on Nottingham
+# (max |W| ~10) AIS and RAISE (`raise_run`) met on validation frames only at 10,000.
 DEFAULT_N_BETAS = 1000
 # Frames per AIS batch; a batch holds DEFAULT_BATCH_SIZE * n_runs Markov chains
 # (100 * 100 chains * (88 + 150) units * 4 bytes is ~10 MB of state).  On 2 CPU cores
@@ -416,7 +416,7 @@ class AISResult:
 
     Attributes:
         log_z: (N,) estimates of log Z: AIS's is biased low (log-likelihoods look too
-            good), RAISE's is biased high (they look too bad).
+            good), RAISE's high for frames typical of the model (they look too bad).
         log_weights: (N, n_runs) log importance weights; log_z = log_z_base +
             logsumexp(log_weights, axis=1) - log(n_runs) for AIS, and log_z_base -
             (logsumexp(log_weights, axis=1) - log(n_runs)) for RAISE.

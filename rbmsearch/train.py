@@ -408,7 +408,8 @@ def train(
     }
     config_path = run_dir / "config.json"
     if config_path.exists():  # resuming: only `epochs` may change (to train a run for longer)
-        previous = {**json.loads(config_path.read_text()).get("train", {}), "epochs": config.epochs}
+        # Fields a run predates (e.g. eval_raise_runs) take today's defaults.
+        previous = {**asdict(TrainConfig()), **json.loads(config_path.read_text()).get("train", {}), "epochs": config.epochs}
         if previous != saved_config["train"]:
             changed = sorted(k for k in previous.keys() | saved_config["train"].keys() if previous.get(k) != saved_config["train"].get(k))
             raise ConfigError(

@@ -231,6 +231,11 @@ def test_resume_after_an_interruption_matches_an_uninterrupted_run(tmp_path, toy
 
     with pytest.raises(ConfigError, match=r"differs in \['cd_k'\]"):
         train(TrainConfig(**{**TINY, "epochs": 4, "cd_k": 3}), data, tmp_path / "resumed")
+    # A run saved before a field existed resumes with that field's default.
+    saved = json.loads((tmp_path / "resumed/config.json").read_text())
+    del saved["train"]["eval_raise_runs"]
+    (tmp_path / "resumed/config.json").write_text(json.dumps(saved))
+    assert len(train(config, data, tmp_path / "resumed", evaluate_test=False)["history"]) == 4
 
 
 def test_divergence_fails_at_once_naming_epoch_and_configuration(tmp_path, toy_parquet):
