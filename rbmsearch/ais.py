@@ -790,11 +790,10 @@ def expected_frame_accuracy(v_true: np.ndarray, v_samples: np.ndarray, per_frame
             f"Expected v_samples of shape (S >= 1, N, n_v) = (S, {v_true.shape[0]}, "
             f"{v_true.shape[1]}) to match v_true, but got shape {v_samples.shape}."
         )
-    axes = 2 if per_frame else (1, 2)
-    tp = np.sum(v_samples & v_true, axis=axes, dtype=np.int64)  # (S,) or (S, N)
-    fp = np.sum(v_samples & ~v_true, axis=axes, dtype=np.int64)
-    fn = np.sum(~v_samples & v_true, axis=axes, dtype=np.int64)
-    denom = tp + fp + fn
+    counts = state_counts(v_true, np.swapaxes(v_samples, 0, 1)).astype(np.int64)  # (N, S, 3)
+    if not per_frame:
+        counts = counts.sum(axis=0)  # (S, 3): pooled over frames
+    tp, denom = counts[..., 0], counts.sum(axis=-1)
     acc = np.where(denom > 0, tp / np.maximum(denom, 1), 1.0)
     return float(np.mean(acc)) if acc.size else 1.0
 
