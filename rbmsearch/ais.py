@@ -66,16 +66,18 @@ __all__ = [
     "Schedule",
     "ais_log_z",
     "ais_run",
+    "annealed_expectations",
     "beta_schedule",
+    "decoded_accuracy",
     "exact_log_z",
     "expected_frame_accuracy",
     "frame_log_likelihood",
     "free_energy",
     "monitor_cost",
+    "pooled_accuracy",
     "pseudo_log_likelihood",
     "raise_run",
     "state_counts",
-    "weighted_accuracy",
 ]
 
 # Boulanger-Lewandowski et al. (2012) use 100 AIS runs per conditional RBM.
@@ -448,7 +450,7 @@ def ais_run(
     seed: int = 0,
     batch_size: int = DEFAULT_BATCH_SIZE,
     mode: Mode = "graph",
-    on_states: Callable[[slice, np.ndarray], None] | None = None,
+    on_states: Callable[[slice, np.ndarray, np.ndarray], None] | None = None,
 ) -> AISResult:
     """Estimate log Z of N RBMs sharing W with annealed importance sampling.
 
@@ -480,10 +482,10 @@ def ais_run(
             "xla" (tf.function(jit_compile=True)).  "eager" and "graph" agree bit for
             bit; "xla" draws a different (equally valid) random stream and was ~2x
             slower than "graph" on CPU, so it is only worth trying on a GPU.
-        on_states: called after each batch with its frames (a slice of the N) and the
-            runs' final states, (B, n_runs, n_v) bool. With `log_weights` they are weighted
+        on_states: called after each batch with its frames (a slice of the N), the runs'
+            final states, (B, n_runs, n_v) bool, and their log-weights (B, n_runs): weighted
             samples of each frame's RBM that need no Gibbs chain to mix at beta = 1 (see
-            `state_counts` and `weighted_accuracy`). The states are not kept.
+            `annealed_expectations`). The states are not kept.
 
     Returns:
         AISResult with log_z (N,) float64, log_weights (N, n_runs) float64,
@@ -585,7 +587,7 @@ def _anneal(W, bv, bh, v, n_runs, n_betas, schedule, base_bv, seed, batch_size, 
         if v is None:
             batch_log_w, states = forward(*args)
             if on_states is not None:
-                on_states(slice(start, stop), states.numpy() > 0.5)
+                on_states(slice(start, stop), states.numpy() > 0.5, batch_log_w.numpy())
         else:
             batch_log_w = reverse(*args, tf.constant(v[start:stop]))
         log_w[start:stop] = batch_log_w.numpy()
@@ -811,24 +813,73 @@ def state_counts(v_true: np.ndarray, states: np.ndarray) -> np.ndarray:
     return np.stack([tp, fp, fn], axis=-1)
 
 
-def weighted_accuracy(counts: np.ndarray, log_weights: np.ndarray) -> float:
-    """Bay et al. accuracy of AIS's weighted final states: the annealed accuracy.
+def annealed_expectations(v_true: np.ndarray, states: np.ndarray, log_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each frame's expected TP, FP and FN (B, 3) and note marginals (B, n_v) under its RBM,
+    from AIS's final states (B, R, n_v) and their log-weights (B, R) (`ais_run`'s on_states).
 
-    counts (N, R, 3) from `state_counts` of each frame's runs, log_weights (N, R) from the
-    same `ais_run`. Each frame's expected TP, FP and FN are the self-normalised importance
-    averages sum_r w_r c_r / sum_r w_r, consistent as n_runs grows however the Gibbs chains
-    at beta = 1 mix; the result pools them, sum_t E[TP] / sum_t E[TP + FP + FN], which
-    over thousands of frames equals `expected_frame_accuracy`'s mean of pooled samples.
-    It is only as good as the annealing: check `nll` against `nll_raise` and the ESS.
+    Self-normalised importance averages, sum_r w_r x_r / sum_r w_r: consistent as n_runs
+    grows however the Gibbs chains at beta = 1 mix, and only as good as the annealing (check
+    the NLL against RAISE's and the ESS). `pooled_accuracy` of the counts is the annealed
+    accuracy; `decoded_accuracy` of the marginals, the accuracy of the model's best guess.
     """
-    counts = np.asarray(counts, np.float64)
-    log_weights = _float_array(log_weights, "log_weights", "(N, R)", 2, np.float64)
-    if counts.shape != (*log_weights.shape, 3):
-        raise ValueError(f"Expected counts of shape {(*log_weights.shape, 3)} to match log_weights, but got {counts.shape}.")
+    counts = state_counts(v_true, states)
+    log_weights = _float_array(log_weights, "log_weights", "(B, R)", 2, np.float64)
+    if log_weights.shape != counts.shape[:2]:
+        raise ValueError(f"Expected log_weights of shape {counts.shape[:2]} to match the states, but got {log_weights.shape}.")
     w = np.exp(log_weights - np.max(log_weights, axis=1, keepdims=True))
-    expected = np.einsum("nr,nrc->c", w / w.sum(axis=1, keepdims=True), counts)  # (3,) summed over frames
-    denom = expected.sum()
-    return float(expected[0] / denom) if denom > 0 else 1.0
+    w /= w.sum(axis=1, keepdims=True)
+    marginals = np.einsum("br,bri->bi", w, np.asarray(states, np.float64))
+    return np.einsum("br,brc->bc", w, counts), np.clip(marginals, 0.0, 1.0)  # weights summing to 1 + 1e-16
+
+
+def pooled_accuracy(counts: np.ndarray) -> float:
+    """sum_t TP / sum_t (TP + FP + FN) of per-frame counts (N, 3), expected or not; 1.0 when
+    nothing is sounding or predicted anywhere."""
+    counts = _float_array(counts, "counts", "(N, 3)", 2, np.float64)
+    if counts.shape[1] != 3:
+        raise ValueError(f"Expected counts of shape (N, 3) (TP, FP, FN), but got {counts.shape}.")
+    total = counts.sum(axis=0)
+    return float(total[0] / total.sum()) if total.sum() > 0 else 1.0
+
+
+def decoded_accuracy(v_true: np.ndarray, marginals: np.ndarray) -> tuple[float, float]:
+    """Accuracy of the model's best guess: the notes whose marginal p(v_ti = 1 | history)
+    reaches a threshold, chosen to maximise the model's OWN expected pooled accuracy.
+
+    Predicting a set S of (frame, note) pairs has expected accuracy, under the model,
+    sum_S q / (|S| + sum_(not S) q) over all frames (TP + FP = |S|; FN is what S misses).
+    Adding a pair with marginal q raises that ratio R exactly when q > R / (1 + R), so the
+    best S holds the largest marginals; the function scans them in decreasing order for
+    the best prefix. The truth is used only to score the guess, never to choose it.
+    A sample (`expected_frame_accuracy`) scores lower: it spreads over the model's
+    uncertainty where a guess commits to the likeliest notes. For p = 1/2 on every note it
+    predicts all of them, which scores notes-per-frame / 88 (the paper's Random row).
+
+    Args:
+        v_true: (N, n_v) bool or 0/1 true frames.
+        marginals: (N, n_v) note probabilities in [0, 1] (`annealed_expectations`).
+
+    Returns:
+        (accuracy, threshold): the pooled TP / (TP + FP + FN) of the guess against v_true,
+        and the smallest marginal it includes (1.0 if it predicts nothing).
+    """
+    v_true = _binary_array(v_true, "v_true", "(N, n_v)", 2)
+    q = _float_array(marginals, "marginals", "(N, n_v)", 2, np.float64)
+    if q.shape != v_true.shape:
+        raise ValueError(f"Expected marginals of shape {v_true.shape} to match v_true, but got shape {q.shape}.")
+    if np.any(q < -1e-9) or np.any(q > 1 + 1e-9):
+        raise ValueError(f"Expected marginals in [0, 1], but got values from {q.min():.6g} to {q.max():.6g}.")
+    q = np.clip(q, 0.0, 1.0)  # rounding
+    order = np.argsort(-q, axis=None, kind="stable")
+    included = np.cumsum(q.ravel()[order])  # expected TP of the best prefixes of 1, 2, ... pairs
+    ratio = included / (np.arange(1, q.size + 1) + q.sum() - included)
+    best = int(np.argmax(ratio)) + 1 if q.size and ratio.max() > 0 else 0
+    guess = np.zeros(q.size, bool)
+    guess[order[:best]] = True
+    guess = guess.reshape(q.shape)
+    counts = np.stack([guess & v_true, guess & ~v_true, ~guess & v_true]).sum(axis=(1, 2))
+    threshold = float(q.ravel()[order[best - 1]]) if best else 1.0
+    return pooled_accuracy(counts[None]), threshold
 
 
 # --------------------------------------------------------------------------------------

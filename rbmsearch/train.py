@@ -8,7 +8,7 @@ Reads a Parquet dataset written by `rbmsearch.data` and writes a run directory:
     RUN_DIR/params.npz     the model chosen by validation: for rnn="tanh" exactly W (n_v, n_h),
                            bv (n_v), bh (n_h), Wuv (n_u, n_v), Wuh (n_u, n_h), Wvu (n_v, n_u),
                            Wuu (n_u, n_u), bu (n_u), u0 (n_u), float32
-    RUN_DIR/metrics.json   per-epoch history, the best epoch, and test_nll / test_nll_raise / test_acc once
+    RUN_DIR/metrics.json   per-epoch history, the best epoch, and test_nll / test_nll_raise / test_acc / test_acc_decoded once
                            the test split is evaluated
     RUN_DIR/ckpt/          the TensorFlow checkpoint of the latest epoch (model + optimizer),
                            for resuming
@@ -382,7 +382,7 @@ def train(
 
     Calls `report(epoch, metrics, run_dir)` after every epoch, once run_dir holds that
     epoch's checkpoint. Returns the final metrics (also in run_dir/metrics.json), with
-    `test_nll`, `test_nll_raise` and `test_acc` if `evaluate_test`.
+    `test_nll`, `test_nll_raise`, `test_acc` and `test_acc_decoded` if `evaluate_test`.
 
     Raises:
         DivergenceError: a cost or the validation monitor became NaN or inf.
@@ -488,7 +488,8 @@ def test_metrics(run: Run, rolls: list[np.ndarray], progress: bool = False) -> d
     settings = evaluate.EvalSettings(ais_runs=c.eval_ais_runs, ais_betas=c.eval_ais_betas, acc_samples=c.eval_acc_samples,
                                      acc_gibbs_k=c.eval_acc_gibbs_k, seed=c.seed, raise_runs=c.eval_raise_runs)  # fmt: skip
     result = evaluate.evaluate(run.model, rolls, settings, progress=progress)
-    return {"test_nll": result["nll"], "test_nll_raise": result["nll_raise"], "test_acc": result["acc"], "test_eval": result}
+    return {"test_nll": result["nll"], "test_nll_raise": result["nll_raise"], "test_acc": result["acc"],
+            "test_acc_decoded": result["acc_decoded"], "test_eval": result}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -507,7 +508,7 @@ def main(argv: list[str] | None = None) -> None:
         metrics = train(config, dataset, args.out, data_path=args.data, progress=True, evaluate_test=not args.no_test)
     except (ConfigError, DatasetError, DivergenceError) as e:
         raise SystemExit(f"error: {e}") from e
-    summary = {k: metrics[k] for k in ("best_epoch", "test_nll", "test_nll_raise", "test_acc") if k in metrics}
+    summary = {k: metrics[k] for k in ("best_epoch", "test_nll", "test_nll_raise", "test_acc", "test_acc_decoded") if k in metrics}
     print(json.dumps(summary))
 
 

@@ -1173,7 +1173,7 @@ def finish(experiment_dir: str, results=None, dataset: Dataset | None = None) ->
     if remote:
         _upload(out, experiment_dir)
 
-    print(f"\nbest trial {best.trial_id}: {settings.metric} {best.best[settings.metric]:.4f}" + (f", test NLL {test['test_nll']:.3f} nats/frame (RAISE {test['test_nll_raise']:.3f}), test ACC {test['test_acc']:.3f}" if test else ""))  # fmt: skip
+    print(f"\nbest trial {best.trial_id}: {settings.metric} {best.best[settings.metric]:.4f}" + (f", test NLL {test['test_nll']:.3f} nats/frame (RAISE {test['test_nll_raise']:.3f}), test ACC {test['test_acc']:.3f} (best guess {test.get('test_acc_decoded', math.nan):.3f})" if test else ""))  # fmt: skip
     print(f"best.json: {experiment_dir}/best.json")
     if samples:
         print(f"samples:   {experiment_dir}/samples/trial_{best.trial_id}/ (MIDI, WAV and piano rolls of the best {len(rendered)} trials in samples/)")  # fmt: skip
@@ -1225,7 +1225,7 @@ def single_trial(space: SearchSpace, data: str | None, out_dir: str | os.PathLik
     }
     (out_dir / "best.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     m = report["metrics"]
-    print(f"best epoch {m.get('epoch')}: valid_monitor {m.get('valid_monitor', math.nan):.4f}" + (f", test NLL {m['test_nll']:.3f} nats/frame (RAISE {m.get('test_nll_raise', math.nan):.3f}), test ACC {m['test_acc']:.3f}" if "test_nll" in m else ""))  # fmt: skip
+    print(f"best epoch {m.get('epoch')}: valid_monitor {m.get('valid_monitor', math.nan):.4f}" + (f", test NLL {m['test_nll']:.3f} nats/frame (RAISE {m.get('test_nll_raise', math.nan):.3f}), test ACC {m['test_acc']:.3f} (best guess {m.get('test_acc_decoded', math.nan):.3f})" if "test_nll" in m else ""))  # fmt: skip
     print(f"best.json: {out_dir / 'best.json'}")
     if page is not None:
         print(f"samples:   {samples[0].parent}/ (MIDI, WAV, piano rolls)\nview them: python -m rbmsearch.samples {run_dir}")

@@ -20,9 +20,11 @@ from rbmsearch.ais import (
     free_energy,
     monitor_cost,
     pseudo_log_likelihood,
+    annealed_expectations,
+    decoded_accuracy,
+    pooled_accuracy,
     raise_run,
     state_counts,
-    weighted_accuracy,
 )
 
 
@@ -172,8 +174,8 @@ def exact_note_marginals(W, bv, bh) -> np.ndarray:
 
 def test_annealed_accuracy_matches_the_exact_expectation_where_gibbs_is_stuck():
     """Sticky RBMs (hidden unit i copies note i, so every note is bistable; p(note) ~ 1/2):
-    AIS's weighted final states give the exact expected accuracy (from the exact note
-    marginals), where Gibbs chains from silence stay near silence."""
+    AIS's weighted final states give the exact note marginals and expected accuracy (from
+    enumerating the hidden units), where Gibbs chains from silence stay near silence."""
     import tensorflow as tf
 
     from rbmsearch.model import long_gibbs_chain
@@ -185,29 +187,62 @@ def test_annealed_accuracy_matches_the_exact_expectation_where_gibbs_is_stuck():
     m = exact_note_marginals(W, bv, bh)
     expected = np.stack([(m * truth).sum(1), (m * (1 - truth)).sum(1), ((1 - m) * truth).sum(1)], axis=1).sum(0)
     exact = expected[0] / expected.sum()
-    counts = np.zeros((frames, 100, 3), np.int32)
+    counts, marginals = np.zeros((frames, 3)), np.zeros((frames, n))
 
-    def keep(frames, states):
-        counts[frames] = state_counts(truth[frames], states)
+    def weigh(frames, states, log_weights):
+        counts[frames], marginals[frames] = annealed_expectations(truth[frames], states, log_weights)
 
-    result = ais_run(W, bv, bh, n_runs=100, n_betas=1000, batch_size=16, on_states=keep)
-    assert weighted_accuracy(counts, result.log_weights) == pytest.approx(exact, abs=0.01)
+    ais_run(W, bv, bh, n_runs=100, n_betas=1000, batch_size=16, on_states=weigh)
+    assert pooled_accuracy(counts) == pytest.approx(exact, abs=0.01)
     chain = tf.function(lambda seed: long_gibbs_chain(tf.zeros(bv.shape), W, bv, bh, 20, seed))
     gibbs = np.stack([chain(tf.constant([9, s], tf.int64)).numpy() for s in range(20)]) > 0.5
     assert exact - expected_frame_accuracy(truth, gibbs) > 0.05
+    # Each marginal from 100 weighted runs is noisy (0.05 off on average), the chains' far worse.
+    assert np.abs(marginals - m).mean() < 0.08 < 0.2 < np.abs(gibbs.mean(0) - m).mean()
 
 
-def test_state_counts_and_weighted_accuracy_by_hand():
+def test_state_counts_and_annealed_expectations_by_hand():
     truth = np.array([[1, 1, 0, 0]], bool)
     states = np.array([[[1, 0, 0, 0], [1, 1, 1, 1]]], bool)  # TP FP FN: (1, 0, 1) and (2, 2, 0)
-    counts = state_counts(truth, states)
-    np.testing.assert_array_equal(counts, [[[1, 0, 1], [2, 2, 0]]])
-    assert weighted_accuracy(counts, np.log([[1.0, 1.0]])) == pytest.approx(1.5 / 3.0)  # (1.5, 1, 0.5)
-    assert weighted_accuracy(counts, np.array([[0.0, -50.0]])) == pytest.approx(0.5)  # the first run only
-    with pytest.raises(ValueError, match="counts"):
-        weighted_accuracy(counts, np.zeros((1, 3)))
+    np.testing.assert_array_equal(state_counts(truth, states), [[[1, 0, 1], [2, 2, 0]]])
+    counts, marginals = annealed_expectations(truth, states, np.log([[1.0, 1.0]]))
+    np.testing.assert_allclose(counts, [[1.5, 1.0, 0.5]])
+    np.testing.assert_allclose(marginals, [[1.0, 0.5, 0.5, 0.5]])
+    assert pooled_accuracy(counts) == pytest.approx(1.5 / 3.0)
+    counts, marginals = annealed_expectations(truth, states, np.array([[0.0, -50.0]]))  # the first run only
+    assert pooled_accuracy(counts) == pytest.approx(0.5) and marginals[0, 1] == pytest.approx(0.0)
+    assert pooled_accuracy(np.zeros((2, 3))) == 1.0  # nothing sounding, nothing predicted
+    with pytest.raises(ValueError, match="log_weights"):
+        annealed_expectations(truth, states, np.zeros((1, 3)))
     with pytest.raises(ValueError, match="states"):
         state_counts(truth, states[:, :, :3])
+
+
+def test_decoded_accuracy_predicts_the_notes_that_maximise_the_models_own_expectation():
+    truth = np.array([[1, 0, 1, 0], [1, 0, 0, 0]], bool)
+    q = np.array([[0.9, 0.4, 0.3, 0.0], [0.6, 0.05, 0.2, 0.0]])
+    # Every prefix of the sorted marginals, by brute force: the model's expected accuracy
+    # sum_S q / (|S| + sum_(not S) q) is best for S = {0.9, 0.6, 0.4} (0.535), threshold 0.4.
+    flat = np.sort(q.ravel())[::-1]
+    ratios = [flat[:k].sum() / (k + flat[k:].sum()) for k in range(1, flat.size + 1)]
+    assert int(np.argmax(ratios)) == 2
+    acc, threshold = decoded_accuracy(truth, q)
+    assert threshold == 0.4 and acc == pytest.approx(2 / 4)  # TP 2 (0.9, 0.6), FP 1 (0.4), FN 1 (0.3)
+    # p = 1/2 on every note predicts all of them: notes per frame / n_v, the paper's Random row.
+    rng = np.random.default_rng(0)
+    frames = rng.random((500, 88)) < 3.9 / 88
+    acc, threshold = decoded_accuracy(frames, np.full(frames.shape, 0.5))
+    assert threshold == 0.5 and acc == pytest.approx(frames.sum(1).mean() / 88)
+    # A sharp, calibrated model guesses better than its samples score.
+    q = np.where(frames, 0.8, 0.01)
+    samples = rng.random((20, *q.shape)) < q
+    assert decoded_accuracy(frames, q)[0] > expected_frame_accuracy(frames, samples) + 0.2
+    assert decoded_accuracy(frames, np.zeros(q.shape)) == (0.0, 1.0)  # predicts nothing
+    with pytest.raises(ValueError, match="marginals"):
+        decoded_accuracy(frames, q[:, :10])
+    with pytest.raises(ValueError, match="marginals in"):
+        decoded_accuracy(frames, q + 1.0)
+    assert decoded_accuracy(frames, np.where(frames, 1 + 1e-15, 0.0)) == (1.0, 1.0)  # rounding is no error
 
 
 def test_beta_schedules():

@@ -115,6 +115,7 @@ def test_tiny_train_then_evaluate_end_to_end(tmp_path, toy_parquet):
     assert result["split"] == "valid" and result["ais_runs"] == 4 and result["ais_betas"] == 20
     assert 0 < result["nll"] < 88 * math.log(2) and 0 <= result["acc"] <= 1 and 0 <= result["acc_frame_mean"] <= 1
     assert 0 < result["nll_raise"] < 88 * math.log(2) and 0 <= result["acc_annealed"] <= 1 and result["raise_runs"] == 10
+    assert 0 <= result["acc_decoded"] <= 1 and 0 < result["acc_decoded_threshold"] <= 1
 
 
 def sticky_model():
