@@ -66,10 +66,11 @@ __all__ = [
     "Schedule",
     "ais_log_z",
     "ais_run",
-    "annealed_expectations",
+    "annealed_marginals",
     "beta_schedule",
     "decoded_accuracy",
     "exact_log_z",
+    "expected_counts",
     "expected_frame_accuracy",
     "frame_log_likelihood",
     "free_energy",
@@ -485,7 +486,8 @@ def ais_run(
         on_states: called after each batch with its frames (a slice of the N), the runs'
             final states, (B, n_runs, n_v) bool, and their log-weights (B, n_runs): weighted
             samples of each frame's RBM that need no Gibbs chain to mix at beta = 1 (see
-            `annealed_expectations`). The states are not kept.
+            `annealed_marginals`). The states are not kept. Not called for a batch whose
+            log-weights overflowed (the run then raises FloatingPointError).
 
     Returns:
         AISResult with log_z (N,) float64, log_weights (N, n_runs) float64,
@@ -586,7 +588,7 @@ def _anneal(W, bv, bh, v, n_runs, n_betas, schedule, base_bv, seed, batch_size, 
                 betas_t, key, tf.constant(n_runs, tf.int32))  # fmt: skip
         if v is None:
             batch_log_w, states = forward(*args)
-            if on_states is not None:
+            if on_states is not None and np.all(np.isfinite(batch_log_w.numpy())):
                 on_states(slice(start, stop), states.numpy() > 0.5, batch_log_w.numpy())
         else:
             batch_log_w = reverse(*args, tf.constant(v[start:stop]))
@@ -813,23 +815,31 @@ def state_counts(v_true: np.ndarray, states: np.ndarray) -> np.ndarray:
     return np.stack([tp, fp, fn], axis=-1)
 
 
-def annealed_expectations(v_true: np.ndarray, states: np.ndarray, log_weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each frame's expected TP, FP and FN (B, 3) and note marginals (B, n_v) under its RBM,
-    from AIS's final states (B, R, n_v) and their log-weights (B, R) (`ais_run`'s on_states).
+def annealed_marginals(states: np.ndarray, log_weights: np.ndarray) -> np.ndarray:
+    """Each frame's note marginals p(v_i = 1) (B, n_v) under its RBM, from AIS's final states
+    (B, R, n_v) and their log-weights (B, R) (what `ais_run` passes to on_states).
 
-    Self-normalised importance averages, sum_r w_r x_r / sum_r w_r: consistent as n_runs
+    Self-normalised importance averages, sum_r w_r v_r / sum_r w_r: consistent as n_runs
     grows however the Gibbs chains at beta = 1 mix, and only as good as the annealing (check
-    the NLL against RAISE's and the ESS). `pooled_accuracy` of the counts is the annealed
-    accuracy; `decoded_accuracy` of the marginals, the accuracy of the model's best guess.
+    the NLL against RAISE's and the ESS). With few effective runs they are lumpy (one
+    dominant run makes them 0 or 1). `expected_counts` of them gives the annealed accuracy,
+    `decoded_accuracy` the accuracy of the model's best guess.
     """
-    counts = state_counts(v_true, states)
+    states = _binary_array(states, "states", "(B, R, n_v)", 3)
     log_weights = _float_array(log_weights, "log_weights", "(B, R)", 2, np.float64)
-    if log_weights.shape != counts.shape[:2]:
-        raise ValueError(f"Expected log_weights of shape {counts.shape[:2]} to match the states, but got {log_weights.shape}.")
+    if log_weights.shape != states.shape[:2]:
+        raise ValueError(f"Expected log_weights of shape {states.shape[:2]} to match the states, but got {log_weights.shape}.")
     w = np.exp(log_weights - np.max(log_weights, axis=1, keepdims=True))
     w /= w.sum(axis=1, keepdims=True)
-    marginals = np.einsum("br,bri->bi", w, np.asarray(states, np.float64))
-    return np.einsum("br,brc->bc", w, counts), np.clip(marginals, 0.0, 1.0)  # weights summing to 1 + 1e-16
+    return np.clip(np.einsum("br,bri->bi", w, states), 0.0, 1.0)  # the normalised weights may sum to 1 + 1 ulp
+
+
+def expected_counts(v_true: np.ndarray, marginals: np.ndarray) -> np.ndarray:
+    """Expected TP, FP and FN (N, 3) of a prediction drawn with these note marginals (N, n_v)
+    against v_true (N, n_v): sum q v, sum q (1 - v), sum (1 - q) v over each frame's notes."""
+    v_true = _binary_array(v_true, "v_true", "(N, n_v)", 2)
+    q = _marginals(marginals, v_true.shape)
+    return np.stack([(q * v_true).sum(1), (q * ~v_true).sum(1), ((1 - q) * v_true).sum(1)], axis=1)
 
 
 def pooled_accuracy(counts: np.ndarray) -> float:
@@ -843,43 +853,50 @@ def pooled_accuracy(counts: np.ndarray) -> float:
 
 
 def decoded_accuracy(v_true: np.ndarray, marginals: np.ndarray) -> tuple[float, float]:
-    """Accuracy of the model's best guess: the notes whose marginal p(v_ti = 1 | history)
-    reaches a threshold, chosen to maximise the model's OWN expected pooled accuracy.
+    """Accuracy of the model's best guess: every note whose marginal p(v_ti = 1 | history)
+    reaches a threshold, chosen to maximise the model's OWN expected accuracy.
 
-    Predicting a set S of (frame, note) pairs has expected accuracy, under the model,
-    sum_S q / (|S| + sum_(not S) q) over all frames (TP + FP = |S|; FN is what S misses).
-    Adding a pair with marginal q raises that ratio R exactly when q > R / (1 + R), so the
-    best S holds the largest marginals; the function scans them in decreasing order for
-    the best prefix. The truth is used only to score the guess, never to choose it.
-    A sample (`expected_frame_accuracy`) scores lower: it spreads over the model's
-    uncertainty where a guess commits to the likeliest notes. For p = 1/2 on every note it
-    predicts all of them, which scores notes-per-frame / 88 (the paper's Random row).
+    Predicting a set S of (frame, note) pairs has, under the model, expected counts TP =
+    sum_S q, FP = |S| - TP and FN = sum_(not S) q, so the ratio R = sum_S q / (|S| +
+    sum_(not S) q) (a ratio of expected counts, which over thousands of frames is the
+    expected pooled accuracy). For a fixed |S|, R grows with sum_S q, so the best S of each
+    size holds the largest marginals; adding a pair with marginal q raises R exactly when
+    q > R / (1 + R), so along the sorted marginals R rises to one peak and falls, and the
+    best guess keeps the marginals above R* / (1 + R*) (the analogue of F1's F* / 2). The
+    function scans the sorted marginals for that peak; the truth is used only to score the
+    guess. The threshold is chosen over all the frames given, so it depends on which.
+
+    A guess commits to the likeliest notes where a sample (`expected_frame_accuracy`) spreads
+    over the model's uncertainty, so for a model that ranks notes well the guess scores
+    higher. For p = 1/2 on every note it predicts all of them, which scores notes per frame
+    / n_v (the paper's Random row).
 
     Args:
         v_true: (N, n_v) bool or 0/1 true frames.
-        marginals: (N, n_v) note probabilities in [0, 1] (`annealed_expectations`).
+        marginals: (N, n_v) note probabilities in [0, 1] (`annealed_marginals`).
 
     Returns:
         (accuracy, threshold): the pooled TP / (TP + FP + FN) of the guess against v_true,
-        and the smallest marginal it includes (1.0 if it predicts nothing).
+        and the smallest marginal it includes (1.0 also when it predicts nothing).
     """
     v_true = _binary_array(v_true, "v_true", "(N, n_v)", 2)
+    q = _marginals(marginals, v_true.shape)
+    if not q.size or q.max() == 0:  # nothing to guess
+        return pooled_accuracy(expected_counts(v_true, np.zeros(q.shape))), 1.0
+    flat = np.sort(q, axis=None)[::-1]
+    included = np.cumsum(flat)  # expected TP of the largest 1, 2, ... marginals
+    ratio = included / (np.arange(1, q.size + 1) + included[-1] - included)
+    threshold = float(flat[int(np.argmax(ratio))])
+    return pooled_accuracy(expected_counts(v_true, q >= threshold)), threshold  # ties all in or all out
+
+
+def _marginals(marginals: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     q = _float_array(marginals, "marginals", "(N, n_v)", 2, np.float64)
-    if q.shape != v_true.shape:
-        raise ValueError(f"Expected marginals of shape {v_true.shape} to match v_true, but got shape {q.shape}.")
+    if q.shape != shape:
+        raise ValueError(f"Expected marginals of shape {shape} to match v_true, but got shape {q.shape}.")
     if np.any(q < -1e-9) or np.any(q > 1 + 1e-9):
         raise ValueError(f"Expected marginals in [0, 1], but got values from {q.min():.6g} to {q.max():.6g}.")
-    q = np.clip(q, 0.0, 1.0)  # rounding
-    order = np.argsort(-q, axis=None, kind="stable")
-    included = np.cumsum(q.ravel()[order])  # expected TP of the best prefixes of 1, 2, ... pairs
-    ratio = included / (np.arange(1, q.size + 1) + q.sum() - included)
-    best = int(np.argmax(ratio)) + 1 if q.size and ratio.max() > 0 else 0
-    guess = np.zeros(q.size, bool)
-    guess[order[:best]] = True
-    guess = guess.reshape(q.shape)
-    counts = np.stack([guess & v_true, guess & ~v_true, ~guess & v_true]).sum(axis=(1, 2))
-    threshold = float(q.ravel()[order[best - 1]]) if best else 1.0
-    return pooled_accuracy(counts[None]), threshold
+    return np.clip(q, 0.0, 1.0)  # rounding
 
 
 # --------------------------------------------------------------------------------------

@@ -31,12 +31,14 @@ prints one JSON object with `nll` (nats per frame), `nll_raise`, `acc`, `acc_ann
   the estimate to trust for models so sharp that the chains from silence do not mix.
 - **acc_decoded**: the accuracy of the model's best guess rather than of its samples: every
   note whose marginal p(v_ti = 1 | history) (from AIS's weighted final states) reaches the
-  threshold that maximises the model's own expected accuracy (`acc_decoded_threshold`, found
-  from the marginals alone; the truth only scores the guess; `ais.decoded_accuracy`). A
-  sample spreads over the model's uncertainty, a guess commits to its likeliest notes, so
-  this reads higher. The paper's Random row (p = 1/2 on every note) scores 4.42% on JSB and
-  4.53% on Nottingham: notes per frame / 88 on both, what a guess of every note scores, where
-  samples score 4.23% and 4.34%. So its accuracy column was not an average over samples.
+  threshold that maximises the model's own expected accuracy over the split
+  (`acc_decoded_threshold`, found from the marginals alone; the truth only scores the guess;
+  `ais.decoded_accuracy`). A sample spreads over the model's uncertainty where a guess
+  commits to its likeliest notes, so for a model that ranks notes well this reads higher.
+  The paper's Random row (p = 1/2 on every note) lists 4.42% on JSB and 4.53% on Nottingham:
+  notes per frame / 88 on both test splits, the score of a guess of every note, where
+  samples score 4.23% and 4.34% by this count. So its accuracy column points to a guess,
+  not to an average over samples (see README).
 - **monitor**: the cheap per-epoch score that picks a run's best epoch and that a search
   optimises: an NLL with far fewer samples (4 runs x 200 temperatures) on a fixed, even spread
   of 200 validation frames. By default (`kind="raise"`) it is RAISE's, which errs high: a few
@@ -161,11 +163,10 @@ def evaluate(model, rolls: list[np.ndarray], settings: EvalSettings = EvalSettin
     W = model.W.numpy()
     if progress:
         print(f"AIS over {len(v):,} frames, {settings.ais_runs} runs (RAISE {settings.raise_runs}) x {settings.ais_betas} temperatures ...", file=sys.stderr)
-    counts = np.zeros((len(v), 3))  # expected TP, FP, FN under each frame's RBM, from AIS's weighted final states
-    marginals = np.zeros(v.shape)  # and its note marginals
+    marginals = np.zeros(v.shape)  # p(note on) under each frame's RBM, from AIS's weighted final states
 
     def weigh(frames: slice, states: np.ndarray, log_weights: np.ndarray) -> None:
-        counts[frames], marginals[frames] = ais.annealed_expectations(v[frames], states, log_weights)
+        marginals[frames] = ais.annealed_marginals(states, log_weights)
 
     forward = ais.ais_run(W, bv, bh, n_runs=settings.ais_runs, n_betas=settings.ais_betas, seed=settings.seed, on_states=weigh)
     nll = float(-np.mean(ais.frame_log_likelihood(v, W, bv, bh, forward.log_z)))
@@ -193,7 +194,7 @@ def evaluate(model, rolls: list[np.ndarray], settings: EvalSettings = EvalSettin
         "acc": acc,
         "acc_frame_mean": ais.expected_frame_accuracy(v, samples, per_frame=True),
         "acc_mixing_gap": gap,
-        "acc_annealed": ais.pooled_accuracy(counts),
+        "acc_annealed": ais.pooled_accuracy(ais.expected_counts(v, marginals)),
         "acc_decoded": acc_decoded,
         "acc_decoded_threshold": threshold,
         "frames": int(len(v)),

@@ -13,16 +13,17 @@ from rbmsearch.ais import (
     MAX_EXACT_HIDDEN,
     ais_log_z,
     ais_run,
+    annealed_marginals,
     beta_schedule,
+    decoded_accuracy,
     exact_log_z,
+    expected_counts,
     expected_frame_accuracy,
     frame_log_likelihood,
     free_energy,
     monitor_cost,
-    pseudo_log_likelihood,
-    annealed_expectations,
-    decoded_accuracy,
     pooled_accuracy,
+    pseudo_log_likelihood,
     raise_run,
     state_counts,
 )
@@ -187,62 +188,75 @@ def test_annealed_accuracy_matches_the_exact_expectation_where_gibbs_is_stuck():
     m = exact_note_marginals(W, bv, bh)
     expected = np.stack([(m * truth).sum(1), (m * (1 - truth)).sum(1), ((1 - m) * truth).sum(1)], axis=1).sum(0)
     exact = expected[0] / expected.sum()
-    counts, marginals = np.zeros((frames, 3)), np.zeros((frames, n))
+    marginals = np.zeros((frames, n))
 
     def weigh(frames, states, log_weights):
-        counts[frames], marginals[frames] = annealed_expectations(truth[frames], states, log_weights)
+        marginals[frames] = annealed_marginals(states, log_weights)
 
     ais_run(W, bv, bh, n_runs=100, n_betas=1000, batch_size=16, on_states=weigh)
-    assert pooled_accuracy(counts) == pytest.approx(exact, abs=0.01)
+    assert pooled_accuracy(expected_counts(truth, marginals)) == pytest.approx(exact, abs=0.01)
     chain = tf.function(lambda seed: long_gibbs_chain(tf.zeros(bv.shape), W, bv, bh, 20, seed))
     gibbs = np.stack([chain(tf.constant([9, s], tf.int64)).numpy() for s in range(20)]) > 0.5
     assert exact - expected_frame_accuracy(truth, gibbs) > 0.05
     # Each marginal from 100 weighted runs is noisy (0.05 off on average), the chains' far worse.
-    assert np.abs(marginals - m).mean() < 0.08 < 0.2 < np.abs(gibbs.mean(0) - m).mean()
+    assert np.abs(marginals - m).mean() < 0.08
+    assert np.abs(gibbs.mean(0) - m).mean() > 0.2
 
 
-def test_state_counts_and_annealed_expectations_by_hand():
+def test_counts_and_annealed_marginals_by_hand():
     truth = np.array([[1, 1, 0, 0]], bool)
     states = np.array([[[1, 0, 0, 0], [1, 1, 1, 1]]], bool)  # TP FP FN: (1, 0, 1) and (2, 2, 0)
     np.testing.assert_array_equal(state_counts(truth, states), [[[1, 0, 1], [2, 2, 0]]])
-    counts, marginals = annealed_expectations(truth, states, np.log([[1.0, 1.0]]))
-    np.testing.assert_allclose(counts, [[1.5, 1.0, 0.5]])
+    marginals = annealed_marginals(states, np.log([[1.0, 1.0]]))
     np.testing.assert_allclose(marginals, [[1.0, 0.5, 0.5, 0.5]])
-    assert pooled_accuracy(counts) == pytest.approx(1.5 / 3.0)
-    counts, marginals = annealed_expectations(truth, states, np.array([[0.0, -50.0]]))  # the first run only
-    assert pooled_accuracy(counts) == pytest.approx(0.5) and marginals[0, 1] == pytest.approx(0.0)
+    np.testing.assert_allclose(expected_counts(truth, marginals), [[1.5, 1.0, 0.5]])  # the two runs' mean
+    assert pooled_accuracy(expected_counts(truth, marginals)) == pytest.approx(1.5 / 3.0)
+    marginals = annealed_marginals(states, np.array([[0.0, -50.0]]))  # the first run only
+    np.testing.assert_allclose(marginals, [[1.0, 0.0, 0.0, 0.0]], atol=1e-15)
+    assert pooled_accuracy(expected_counts(truth, marginals)) == pytest.approx(0.5)
     assert pooled_accuracy(np.zeros((2, 3))) == 1.0  # nothing sounding, nothing predicted
     with pytest.raises(ValueError, match="log_weights"):
-        annealed_expectations(truth, states, np.zeros((1, 3)))
+        annealed_marginals(states, np.zeros((1, 3)))
     with pytest.raises(ValueError, match="states"):
         state_counts(truth, states[:, :, :3])
 
 
-def test_decoded_accuracy_predicts_the_notes_that_maximise_the_models_own_expectation():
+def test_decoded_accuracy_guesses_what_maximises_the_models_own_expectation():
+    """The guess's set beats every other subset of (frame, note) pairs under the model's own
+    expected counts (brute force), holds every marginal at or above its threshold, and is
+    scored against the truth."""
+    rng = np.random.default_rng(0)
+    for trial in range(30):
+        q = rng.choice([0.0, 0.1, 0.25, 0.5, 0.7, 0.9], size=(2, 5)) if trial % 2 else rng.random((2, 5))
+        truth = rng.random((2, 5)) < 0.4
+        best = max(
+            (q[s].sum() / (s.sum() + q[~s].sum()) for bits in itertools.product([0, 1], repeat=10)
+             if (s := np.array(bits, bool).reshape(2, 5)).any()),
+            default=0.0,
+        )  # fmt: skip
+        acc, threshold = decoded_accuracy(truth, q)
+        guess = q >= threshold
+        assert q[guess].sum() / (guess.sum() + q[~guess].sum()) == pytest.approx(best)
+        tp, fp, fn = (guess & truth).sum(), (guess & ~truth).sum(), (~guess & truth).sum()
+        assert acc == pytest.approx(tp / (tp + fp + fn) if tp + fp + fn else 1.0)
     truth = np.array([[1, 0, 1, 0], [1, 0, 0, 0]], bool)
     q = np.array([[0.9, 0.4, 0.3, 0.0], [0.6, 0.05, 0.2, 0.0]])
-    # Every prefix of the sorted marginals, by brute force: the model's expected accuracy
-    # sum_S q / (|S| + sum_(not S) q) is best for S = {0.9, 0.6, 0.4} (0.535), threshold 0.4.
-    flat = np.sort(q.ravel())[::-1]
-    ratios = [flat[:k].sum() / (k + flat[k:].sum()) for k in range(1, flat.size + 1)]
-    assert int(np.argmax(ratios)) == 2
-    acc, threshold = decoded_accuracy(truth, q)
-    assert threshold == 0.4 and acc == pytest.approx(2 / 4)  # TP 2 (0.9, 0.6), FP 1 (0.4), FN 1 (0.3)
+    assert decoded_accuracy(truth, q) == (pytest.approx(2 / 4), 0.4)  # guess 0.9, 0.6, 0.4: TP 2, FP 1, FN 1
     # p = 1/2 on every note predicts all of them: notes per frame / n_v, the paper's Random row.
-    rng = np.random.default_rng(0)
     frames = rng.random((500, 88)) < 3.9 / 88
     acc, threshold = decoded_accuracy(frames, np.full(frames.shape, 0.5))
     assert threshold == 0.5 and acc == pytest.approx(frames.sum(1).mean() / 88)
-    # A sharp, calibrated model guesses better than its samples score.
+    # A sharp model that ranks the true notes first guesses better than its samples score.
     q = np.where(frames, 0.8, 0.01)
     samples = rng.random((20, *q.shape)) < q
     assert decoded_accuracy(frames, q)[0] > expected_frame_accuracy(frames, samples) + 0.2
     assert decoded_accuracy(frames, np.zeros(q.shape)) == (0.0, 1.0)  # predicts nothing
-    with pytest.raises(ValueError, match="marginals"):
+    assert decoded_accuracy(np.zeros((0, 88), bool), np.zeros((0, 88))) == (1.0, 1.0)  # no frames
+    assert decoded_accuracy(frames, np.where(frames, 1 + 1e-15, 0.0)) == (1.0, 1.0)  # rounding is no error
+    with pytest.raises(ValueError, match="marginals of shape"):
         decoded_accuracy(frames, q[:, :10])
     with pytest.raises(ValueError, match="marginals in"):
         decoded_accuracy(frames, q + 1.0)
-    assert decoded_accuracy(frames, np.where(frames, 1 + 1e-15, 0.0)) == (1.0, 1.0)  # rounding is no error
 
 
 def test_beta_schedules():
