@@ -4,7 +4,7 @@
 
 Reads a run directory (config.json + params.npz, see `rbmsearch.train`) and a Parquet dataset;
 prints one JSON object with `nll` (nats per frame), `nll_raise`, `acc`, `acc_annealed`,
-`acc_decoded` and the settings used.
+`acc_decoded`, `acc_repeat` and the settings used.
 
 - **NLL** (Boulanger-Lewandowski et al., ICML 2012, sec. 6): each frame t is an RBM whose biases
   come from the true history, so -log p(v_t | v_<t) = F_t(v_t) + log Z_t; log Z_t is
@@ -39,6 +39,8 @@ prints one JSON object with `nll` (nats per frame), `nll_raise`, `acc`, `acc_ann
   notes per frame / 88 on both test splits, the score of a guess of every note, where
   samples score 4.23% and 4.34% by this count. So its accuracy column points to a guess,
   not to an average over samples (see README).
+- **acc_repeat**: the accuracy of copying the previous frame, which needs no model: a floor
+  for the others (22.0% on JSB's test split, 64.8% on Nottingham's).
 - **monitor**: the cheap per-epoch score that picks a run's best epoch and that a search
   optimises: an NLL with far fewer samples (4 runs x 200 temperatures) on a fixed, even spread
   of 200 validation frames. By default (`kind="raise"`) it is RAISE's, which errs high: a few
@@ -64,7 +66,7 @@ import numpy as np
 from rbmsearch import ais
 from rbmsearch.train import MONITORS
 
-__all__ = ["EvalSettings", "MonitorSettings", "conditional_rbms", "evaluate", "monitor"]
+__all__ = ["EvalSettings", "MonitorSettings", "conditional_rbms", "evaluate", "monitor", "repeat_accuracy"]
 
 MIXING_CHECK_SAMPLES = 2  # chains per frame started at the true frame, for acc_mixing_gap
 MIXING_GAP_WARNING = 0.01  # warn when those score this much higher than the chains from silence
@@ -156,6 +158,15 @@ def sample_predictions(model, bv: np.ndarray, bh: np.ndarray, n_samples: int, k:
     return np.stack([chain(v0, bv, bh, tf.constant([seed, s], tf.int64)).numpy() > 0.5 for s in range(n_samples)])
 
 
+def repeat_accuracy(rolls: list[np.ndarray]) -> float:
+    """Pooled accuracy of predicting every frame as a copy of the one before it (silence before
+    a piece's first): a floor that a model's accuracy should clear (22.0% on JSB's test split,
+    64.8% on Nottingham's)."""
+    truth = np.concatenate([np.asarray(r, bool) for r in rolls]) if rolls else np.zeros((0, 0), bool)
+    previous = np.concatenate([np.concatenate([np.zeros_like(r[:1], bool), np.asarray(r[:-1], bool)]) for r in rolls]) if rolls else truth
+    return ais.pooled_accuracy(ais.expected_counts(truth, previous))
+
+
 def evaluate(model, rolls: list[np.ndarray], settings: EvalSettings = EvalSettings(), progress: bool = False) -> dict:
     """NLL (nats/frame) by AIS and expected frame accuracy on `rolls`; see the module docstring."""
     start = time.perf_counter()
@@ -197,6 +208,7 @@ def evaluate(model, rolls: list[np.ndarray], settings: EvalSettings = EvalSettin
         "acc_annealed": ais.pooled_accuracy(ais.expected_counts(v, marginals)),
         "acc_decoded": acc_decoded,
         "acc_decoded_threshold": threshold,
+        "acc_repeat": repeat_accuracy(rolls),
         "frames": int(len(v)),
         "sequences": len(rolls),
         **asdict(settings),

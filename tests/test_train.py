@@ -115,7 +115,7 @@ def test_tiny_train_then_evaluate_end_to_end(tmp_path, toy_parquet):
     assert result["split"] == "valid" and result["ais_runs"] == 4 and result["ais_betas"] == 20
     assert 0 < result["nll"] < 88 * math.log(2) and 0 <= result["acc"] <= 1 and 0 <= result["acc_frame_mean"] <= 1
     assert 0 < result["nll_raise"] < 88 * math.log(2) and 0 <= result["acc_annealed"] <= 1 and result["raise_runs"] == 10
-    assert 0 <= result["acc_decoded"] <= 1 and 0 < result["acc_decoded_threshold"] <= 1
+    assert 0 <= result["acc_decoded"] <= 1 and 0 < result["acc_decoded_threshold"] <= 1 and 0 <= result["acc_repeat"] <= 1
 
 
 def sticky_model():
@@ -129,6 +129,18 @@ def sticky_model():
     for name, value in (("bv", -5.0), ("bh", -5.0), ("Wuv", 0.0), ("Wuh", 0.0)):
         getattr(sticky, name).assign(np.full(getattr(sticky, name).shape, value, np.float32))
     return sticky
+
+
+def test_repeat_accuracy_copies_the_previous_frame_of_each_piece():
+    from rbmsearch.evaluate import repeat_accuracy
+
+    a, b = [1, 1, 0, 0], [0, 1, 1, 0]
+    rolls = [np.array([a, a, b], bool), np.array([b], bool), np.zeros((0, 4), bool)]
+    # Guesses: silence, a, a | silence (each piece starts from silence, not from the last one).
+    # TP 2 (a after a) + 1 (b after a); FP 1 (b after a); FN 2 (the first a) + 1 (b after a)
+    # + 2 (the lone b) -> 3 / 9. Carrying b over from the first piece would give 5 / 9.
+    assert repeat_accuracy(rolls) == pytest.approx(3 / 9)
+    assert repeat_accuracy([]) == 1.0 and repeat_accuracy([np.array([a], bool)]) == 0.0
 
 
 def test_nll_gap_flags_annealing_that_is_too_short(capsys):
