@@ -78,7 +78,6 @@ __all__ = [
     "pooled_accuracy",
     "pseudo_log_likelihood",
     "raise_run",
-    "state_counts",
 ]
 
 # Boulanger-Lewandowski et al. (2012) use 100 AIS runs per conditional RBM.
@@ -794,25 +793,11 @@ def expected_frame_accuracy(v_true: np.ndarray, v_samples: np.ndarray, per_frame
             f"Expected v_samples of shape (S >= 1, N, n_v) = (S, {v_true.shape[0]}, "
             f"{v_true.shape[1]}) to match v_true, but got shape {v_samples.shape}."
         )
-    counts = state_counts(v_true, np.swapaxes(v_samples, 0, 1)).astype(np.int64)  # (N, S, 3)
+    counts = np.stack([expected_counts(v_true, sample) for sample in v_samples])  # (S, N, 3)
     if not per_frame:
-        counts = counts.sum(axis=0)  # (S, 3): pooled over frames
+        return float(np.mean([pooled_accuracy(c) for c in counts]))
     tp, denom = counts[..., 0], counts.sum(axis=-1)
-    acc = np.where(denom > 0, tp / np.maximum(denom, 1), 1.0)
-    return float(np.mean(acc)) if acc.size else 1.0
-
-
-def state_counts(v_true: np.ndarray, states: np.ndarray) -> np.ndarray:
-    """TP, FP and FN of R predictions per frame: v_true (B, n_v), states (B, R, n_v) bool or
-    0/1 -> (B, R, 3) int32."""
-    v_true = _binary_array(v_true, "v_true", "(B, n_v)", 2)[:, None, :]
-    states = _binary_array(states, "states", "(B, R, n_v)", 3)
-    if states.shape[0] != v_true.shape[0] or states.shape[2] != v_true.shape[2]:
-        raise ValueError(f"Expected states of shape (B, R, n_v) = ({v_true.shape[0]}, R, {v_true.shape[2]}), but got {states.shape}.")
-    tp = np.sum(states & v_true, axis=2, dtype=np.int32)
-    fp = np.sum(states & ~v_true, axis=2, dtype=np.int32)
-    fn = np.sum(~states & v_true, axis=2, dtype=np.int32)
-    return np.stack([tp, fp, fn], axis=-1)
+    return float(np.mean(np.where(denom > 0, tp / np.maximum(denom, 1), 1.0))) if denom.size else 1.0
 
 
 def annealed_marginals(states: np.ndarray, log_weights: np.ndarray) -> np.ndarray:
@@ -836,7 +821,8 @@ def annealed_marginals(states: np.ndarray, log_weights: np.ndarray) -> np.ndarra
 
 def expected_counts(v_true: np.ndarray, marginals: np.ndarray) -> np.ndarray:
     """Expected TP, FP and FN (N, 3) of a prediction drawn with these note marginals (N, n_v)
-    against v_true (N, n_v): sum q v, sum q (1 - v), sum (1 - q) v over each frame's notes."""
+    against v_true (N, n_v): sum q v, sum q (1 - v), sum (1 - q) v over each frame's notes.
+    For a 0/1 prediction (a sample, a guess) they are its counts."""
     v_true = _binary_array(v_true, "v_true", "(N, n_v)", 2)
     q = _marginals(marginals, v_true.shape)
     return np.stack([(q * v_true).sum(1), (q * ~v_true).sum(1), ((1 - q) * v_true).sum(1)], axis=1)

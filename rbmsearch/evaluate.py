@@ -162,8 +162,10 @@ def repeat_accuracy(rolls: list[np.ndarray]) -> float:
     """Pooled accuracy of predicting every frame as a copy of the one before it (silence before
     a piece's first): a floor that a model's accuracy should clear (22.0% on JSB's test split,
     64.8% on Nottingham's)."""
-    truth = np.concatenate([np.asarray(r, bool) for r in rolls]) if rolls else np.zeros((0, 0), bool)
-    previous = np.concatenate([np.concatenate([np.zeros_like(r[:1], bool), np.asarray(r[:-1], bool)]) for r in rolls]) if rolls else truth
+    if not rolls:
+        return 1.0
+    truth = np.concatenate(rolls).astype(bool)
+    previous = np.concatenate([np.concatenate([np.zeros_like(r[:1]), r[:-1]]) for r in rolls]).astype(bool)
     return ais.pooled_accuracy(ais.expected_counts(truth, previous))
 
 
