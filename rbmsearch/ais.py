@@ -1,5 +1,5 @@
-"""Honest evaluation math for RNN-RBMs: AIS log-partition estimates, exact
-enumeration, frame log-likelihoods, Bay et al. frame accuracy and a cheap monitor.
+"""Log-likelihood math for RNN-RBMs: AIS and RAISE log-partition estimates, exact
+enumeration, free energies, frame log-likelihoods and the pseudo-likelihood monitor.
 
 Self-check (AIS and RAISE against exact enumeration on a small random RBM, ~10 s on 2 CPU cores)::
 
@@ -17,8 +17,8 @@ References
   annealed importance sampling (AIS), 100 runs per conditional RBM.
 - R. Salakhutdinov, I. Murray, "On the Quantitative Analysis of Deep Belief Networks",
   ICML 2008: AIS for RBMs (base-rate model, geometric path, Gibbs transitions).
-- M. Bay, A. F. Ehmann, J. S. Downie, "Evaluation of Multiple-F0 Estimation and
-  Tracking Systems", ISMIR 2009: frame-level accuracy TP / (TP + FP + FN).
+- Y. Burda, R. Grosse, R. Salakhutdinov, "Accurate and Conservative Estimates of MRF
+  Log-likelihood using Reverse Annealing", AISTATS 2015: RAISE.
 
 Equations (binary units, v in {0,1}^n_v, h in {0,1}^n_h, softplus(x) = log(1 + e^x))::
 
@@ -55,6 +55,8 @@ import numpy as np
 import tensorflow as tf
 
 from rbmsearch import model
+from rbmsearch.arrays import binary_array, float_array
+from rbmsearch.config import AIS_BETAS, AIS_RUNS
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -68,28 +70,18 @@ __all__ = [
     "ais_run",
     "annealed_marginals",
     "beta_schedule",
-    "decoded_accuracy",
     "exact_log_z",
-    "expected_counts",
-    "expected_frame_accuracy",
     "frame_log_likelihood",
     "free_energy",
     "monitor_cost",
-    "pooled_accuracy",
     "pseudo_log_likelihood",
     "raise_run",
 ]
 
-# Boulanger-Lewandowski et al. (2012) use 100 AIS runs per conditional RBM.
-DEFAULT_N_RUNS = 100
-# Temperatures including both ends (beta = 0 and beta = 1).  For trained-like models
-# (n_v=88, n_h=150, W std <= 0.1) 1000 linear betas already move log Z by < 0.01 nats
-# when doubled; raise it for models with large weights: for a model trained on Nottingham
-# (max |W| ~10) AIS and RAISE (`raise_run`) met on validation frames only at 10,000.
-DEFAULT_N_BETAS = 1000
-# Frames per AIS batch; a batch holds DEFAULT_BATCH_SIZE * n_runs Markov chains
-# (100 * 100 chains * (88 + 150) units * 4 bytes is ~10 MB of state).  On 2 CPU cores
-# 50..500 frames run at the same speed; on a GPU larger batches (1000+) fill the device.
+DEFAULT_N_RUNS = AIS_RUNS  # 100, as in the paper
+DEFAULT_N_BETAS = AIS_BETAS
+# Frames per AIS batch; a batch holds DEFAULT_BATCH_SIZE * n_runs Markov chains, about
+# 10 MB of state at the paper's sizes; a GPU fills better with larger batches.
 DEFAULT_BATCH_SIZE = 100
 # Exact enumeration costs 2**n_h * n_v softplus evaluations per frame.
 MAX_EXACT_HIDDEN = 20
@@ -110,50 +102,6 @@ Schedule = Literal["linear", "three_segment"]
 # --------------------------------------------------------------------------------------
 # Input validation (every public function validates before touching TensorFlow).
 # --------------------------------------------------------------------------------------
-
-
-def _float_array(x: object, name: str, shape_doc: str, ndim: int, dtype: type) -> np.ndarray:
-    """Return `x` as a finite `dtype` array with `ndim` dimensions, or raise ValueError."""
-    arr = np.asarray(x)
-    if arr.ndim != ndim:
-        raise ValueError(
-            f"Expected {name} to be a {ndim}-D array of shape {shape_doc}, "
-            f"but got an array of shape {arr.shape}."
-        )
-    if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-        raise ValueError(f"Expected {name} to be a numeric array, but got dtype {arr.dtype}.")
-    arr = arr.astype(dtype, copy=False)
-    bad = ~np.isfinite(arr)
-    if bad.any():
-        first = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(
-            f"Expected {name} to contain only finite values, but found {int(bad.sum())} "
-            f"NaN/inf entries (first at index {first}). Non-finite parameters usually "
-            "mean training diverged; fix the run instead of evaluating it."
-        )
-    return arr
-
-
-def _binary_array(x: object, name: str, shape_doc: str, ndim: int) -> np.ndarray:
-    """Return `x` as a bool array with `ndim` dimensions; values must be 0/1 or bool."""
-    arr = np.asarray(x)
-    if arr.ndim != ndim:
-        raise ValueError(
-            f"Expected {name} to be a {ndim}-D binary array of shape {shape_doc}, "
-            f"but got an array of shape {arr.shape}."
-        )
-    if arr.dtype == np.bool_:
-        return arr
-    if not np.issubdtype(arr.dtype, np.number):
-        raise ValueError(f"Expected {name} to be a bool or 0/1 array, but got dtype {arr.dtype}.")
-    bad = (arr != 0) & (arr != 1)
-    if bad.any():
-        first = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ValueError(
-            f"Expected {name} to contain only 0 and 1 (a binary piano roll), but found "
-            f"{int(bad.sum())} other values, e.g. {arr[first].item()!r} at index {first}."
-        )
-    return arr != 0
 
 
 def _int_at_least(value: object, name: str, minimum: int) -> int:
@@ -177,12 +125,12 @@ def _rbm(
     W: object, bv: object, bh: object, dtype: type
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Validate conditional-RBM parameters; return (W (n_v, n_h), bv (N, n_v), bh (N, n_h))."""
-    W = _float_array(W, "W", "(n_v, n_h)", 2, dtype)
+    W = float_array(W, "W", "(n_v, n_h)", 2, dtype)
     n_v, n_h = W.shape
     hint = " For a single RBM pass bias[None, :]."
     try:
-        bv = _float_array(bv, "bv", f"(N, n_v={n_v})", 2, dtype)
-        bh = _float_array(bh, "bh", f"(N, n_h={n_h})", 2, dtype)
+        bv = float_array(bv, "bv", f"(N, n_v={n_v})", 2, dtype)
+        bh = float_array(bh, "bh", f"(N, n_h={n_h})", 2, dtype)
     except ValueError as e:
         raise ValueError(str(e) + hint) from e
     if bv.shape[1] != n_v:
@@ -205,7 +153,7 @@ def _rbm(
 
 def _frames(v: object, n_frames: int, n_v: int, name: str = "v") -> np.ndarray:
     """Validate a (N, n_v) binary piano roll against the RBM parameters; return bool."""
-    v = _binary_array(v, name, f"(N={n_frames}, n_v={n_v})", 2)
+    v = binary_array(v, name, f"(N={n_frames}, n_v={n_v})", 2)
     if v.shape != (n_frames, n_v):
         raise ValueError(
             f"Expected {name} of shape (N={n_frames}, n_v={n_v}) to match bv, "
@@ -560,10 +508,10 @@ def _anneal(W, bv, bh, v, n_runs, n_betas, schedule, base_bv, seed, batch_size, 
     else:
         arr = np.asarray(base_bv)
         if arr.ndim == 1:
-            arr = _float_array(arr, "base_bv", f"(n_v={n_v},) or (N={n_frames}, n_v)", 1, np.float32)
+            arr = float_array(arr, "base_bv", f"(n_v={n_v},) or (N={n_frames}, n_v)", 1, np.float32)
             arr = np.broadcast_to(arr, (n_frames, arr.shape[0]))
         else:
-            arr = _float_array(arr, "base_bv", f"(n_v={n_v},) or (N={n_frames}, n_v)", 2, np.float32)
+            arr = float_array(arr, "base_bv", f"(n_v={n_v},) or (N={n_frames}, n_v)", 2, np.float32)
         if arr.shape != (n_frames, n_v):
             raise ValueError(
                 f"Expected base_bv of shape (n_v={n_v},) or (N={n_frames}, n_v={n_v}), "
@@ -748,7 +696,7 @@ def frame_log_likelihood(
         log_z: (N,) float log partition functions of the same N RBMs.
     """
     n_frames = _rbm(W, bv, bh, np.float64)[1].shape[0]
-    log_z = _float_array(log_z, "log_z", f"(N={n_frames},)", 1, np.float64)
+    log_z = float_array(log_z, "log_z", f"(N={n_frames},)", 1, np.float64)
     if log_z.shape[0] != n_frames:
         raise ValueError(
             f"Expected log_z of shape (N={n_frames},) to match bv, but got shape {log_z.shape}."
@@ -757,47 +705,8 @@ def frame_log_likelihood(
 
 
 # --------------------------------------------------------------------------------------
-# Accuracy (Bay et al. 2009).
+# Note marginals from AIS's final states.
 # --------------------------------------------------------------------------------------
-
-
-def expected_frame_accuracy(v_true: np.ndarray, v_samples: np.ndarray, per_frame: bool = False) -> float:
-    """Expected Bay et al. (2009) frame-level accuracy of S model samples.
-
-    For each sample s, counts are summed over all frames and pitches:
-    ACC_s = sum_t TP / sum_t (TP + FP + FN), and the result is mean_s ACC_s (the
-    expected accuracy of one sample drawn per frame given the true history, as in
-    Boulanger-Lewandowski et al. 2012).
-
-    per_frame=True averages instead: ACC_s = mean_t TP_t / (TP_t + FP_t + FN_t), every
-    frame weighted equally whatever its number of notes. Some published tables may use
-    this reading; on JSB it scores a few points higher than the pooled one, so say which
-    one a comparison uses.
-
-    Edge case: if a sample has TP + FP + FN == 0 (the true roll and the sample are
-    both silent everywhere, e.g. N == 0 or all-rest frames) the prediction is
-    perfect and ACC_s is defined as 1.0; with per_frame, the same holds for each frame.
-
-    Args:
-        v_true: (N, n_v) bool or 0/1 true frames.
-        v_samples: (S, N, n_v) bool or 0/1 samples, S >= 1 (use v[None] for one).
-        per_frame: average per-frame accuracies instead of pooling the counts.
-
-    Returns:
-        Python float in [0, 1].
-    """
-    v_true = _binary_array(v_true, "v_true", "(N, n_v)", 2)
-    v_samples = _binary_array(v_samples, "v_samples", "(S, N, n_v)", 3)
-    if v_samples.shape[1:] != v_true.shape or v_samples.shape[0] < 1:
-        raise ValueError(
-            f"Expected v_samples of shape (S >= 1, N, n_v) = (S, {v_true.shape[0]}, "
-            f"{v_true.shape[1]}) to match v_true, but got shape {v_samples.shape}."
-        )
-    counts = np.stack([expected_counts(v_true, sample) for sample in v_samples])  # (S, N, 3)
-    if not per_frame:
-        return float(np.mean([pooled_accuracy(c) for c in counts]))
-    tp, denom = counts[..., 0], counts.sum(axis=-1)
-    return float(np.mean(np.where(denom > 0, tp / np.maximum(denom, 1), 1.0))) if denom.size else 1.0
 
 
 def annealed_marginals(states: np.ndarray, log_weights: np.ndarray) -> np.ndarray:
@@ -807,82 +716,16 @@ def annealed_marginals(states: np.ndarray, log_weights: np.ndarray) -> np.ndarra
     Self-normalised importance averages, sum_r w_r v_r / sum_r w_r: consistent as n_runs
     grows however the Gibbs chains at beta = 1 mix, and only as good as the annealing (check
     the NLL against RAISE's and the ESS). With few effective runs they are lumpy (one
-    dominant run makes them 0 or 1). `expected_counts` of them gives the annealed accuracy,
-    `decoded_accuracy` the accuracy of the model's best guess.
+    dominant run makes them 0 or 1). `accuracy.expected_counts` of them gives the annealed accuracy,
+    `accuracy.decoded_accuracy` the accuracy of the model's best guess.
     """
-    states = _binary_array(states, "states", "(B, R, n_v)", 3)
-    log_weights = _float_array(log_weights, "log_weights", "(B, R)", 2, np.float64)
+    states = binary_array(states, "states", "(B, R, n_v)", 3)
+    log_weights = float_array(log_weights, "log_weights", "(B, R)", 2, np.float64)
     if log_weights.shape != states.shape[:2]:
         raise ValueError(f"Expected log_weights of shape {states.shape[:2]} to match the states, but got {log_weights.shape}.")
     w = np.exp(log_weights - np.max(log_weights, axis=1, keepdims=True))
     w /= w.sum(axis=1, keepdims=True)
     return np.clip(np.einsum("br,bri->bi", w, states), 0.0, 1.0)  # the normalised weights may sum to 1 + 1 ulp
-
-
-def expected_counts(v_true: np.ndarray, marginals: np.ndarray) -> np.ndarray:
-    """Expected TP, FP and FN (N, 3) of a prediction drawn with these note marginals (N, n_v)
-    against v_true (N, n_v): sum q v, sum q (1 - v), sum (1 - q) v over each frame's notes.
-    For a 0/1 prediction (a sample, a guess) they are its counts."""
-    v_true = _binary_array(v_true, "v_true", "(N, n_v)", 2)
-    q = _marginals(marginals, v_true.shape)
-    return np.stack([(q * v_true).sum(1), (q * ~v_true).sum(1), ((1 - q) * v_true).sum(1)], axis=1)
-
-
-def pooled_accuracy(counts: np.ndarray) -> float:
-    """sum_t TP / sum_t (TP + FP + FN) of per-frame counts (N, 3), expected or not; 1.0 when
-    nothing is sounding or predicted anywhere."""
-    counts = _float_array(counts, "counts", "(N, 3)", 2, np.float64)
-    if counts.shape[1] != 3:
-        raise ValueError(f"Expected counts of shape (N, 3) (TP, FP, FN), but got {counts.shape}.")
-    total = counts.sum(axis=0)
-    return float(total[0] / total.sum()) if total.sum() > 0 else 1.0
-
-
-def decoded_accuracy(v_true: np.ndarray, marginals: np.ndarray) -> tuple[float, float]:
-    """Accuracy of the model's best guess: every note whose marginal p(v_ti = 1 | history)
-    reaches a threshold, chosen to maximise the model's OWN expected accuracy.
-
-    Predicting a set S of (frame, note) pairs has, under the model, expected counts TP =
-    sum_S q, FP = |S| - TP and FN = sum_(not S) q, so the ratio R = sum_S q / (|S| +
-    sum_(not S) q) (a ratio of expected counts, which over thousands of frames is the
-    expected pooled accuracy). For a fixed |S|, R grows with sum_S q, so the best S of each
-    size holds the largest marginals; adding a pair with marginal q raises R exactly when
-    q > R / (1 + R), so along the sorted marginals R rises to one peak and falls, and the
-    best guess keeps the marginals above R* / (1 + R*) (the analogue of F1's F* / 2). The
-    function scans the sorted marginals for that peak; the truth is used only to score the
-    guess. The threshold is chosen over all the frames given, so it depends on which.
-
-    A guess commits to the likeliest notes where a sample (`expected_frame_accuracy`) spreads
-    over the model's uncertainty, so for a model that ranks notes well the guess scores
-    higher. For p = 1/2 on every note it predicts all of them, which scores notes per frame
-    / n_v (the paper's Random row).
-
-    Args:
-        v_true: (N, n_v) bool or 0/1 true frames.
-        marginals: (N, n_v) note probabilities in [0, 1] (`annealed_marginals`).
-
-    Returns:
-        (accuracy, threshold): the pooled TP / (TP + FP + FN) of the guess against v_true,
-        and the smallest marginal it includes (1.0 also when it predicts nothing).
-    """
-    v_true = _binary_array(v_true, "v_true", "(N, n_v)", 2)
-    q = _marginals(marginals, v_true.shape)
-    if not q.size or q.max() == 0:  # nothing to guess
-        return pooled_accuracy(expected_counts(v_true, np.zeros(q.shape))), 1.0
-    flat = np.sort(q, axis=None)[::-1]
-    included = np.cumsum(flat)  # expected TP of the largest 1, 2, ... marginals
-    ratio = included / (np.arange(1, q.size + 1) + included[-1] - included)
-    threshold = float(flat[int(np.argmax(ratio))])
-    return pooled_accuracy(expected_counts(v_true, q >= threshold)), threshold  # ties all in or all out
-
-
-def _marginals(marginals: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    q = _float_array(marginals, "marginals", "(N, n_v)", 2, np.float64)
-    if q.shape != shape:
-        raise ValueError(f"Expected marginals of shape {shape} to match v_true, but got shape {q.shape}.")
-    if np.any(q < -1e-9) or np.any(q > 1 + 1e-9):
-        raise ValueError(f"Expected marginals in [0, 1], but got values from {q.min():.6g} to {q.max():.6g}.")
-    return np.clip(q, 0.0, 1.0)  # rounding
 
 
 # --------------------------------------------------------------------------------------

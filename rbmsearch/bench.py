@@ -15,7 +15,7 @@ stdout, so scripts can read the result (`... | tail -1 | jq`).
 - `generate`: frames_per_s of generation with 25 Gibbs steps per frame, for one chain and for
   16 chains in one batch.
 - `tune --source SRC`: what Ray Tune adds beyond training (overhead_s, overhead_fraction) and
-  trials per hour with 2 concurrent trials against one at a time (`rbmsearch.tune.benchmark`).
+  trials per hour with 2 concurrent trials against one at a time.
 - `render`: seconds to render 8 samples of 256 steps as MIDI, WAV and PNG from a paper-size
   run directory, and the time and peak memory of building the gallery page of a 50-trial
   search (three trials rendered, as a search leaves it).
@@ -30,6 +30,8 @@ import platform
 import tempfile
 import time
 from pathlib import Path
+
+from rbmsearch.console import cli
 
 # The paper's model for JSB (88 visible, 150 hidden, 100 recurrent, CD-15): the size the
 # throughput targets are stated for, whatever TrainConfig's defaults are.
@@ -106,13 +108,14 @@ def bench_train(args: argparse.Namespace) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from rbmsearch.model import RnnRbm, configure_devices
-    from rbmsearch.train import TrainConfig, make_optimizer, make_train_step, minibatches
+    from rbmsearch.model import ModelConfig, RnnRbm, configure_devices
+    from rbmsearch.config import TrainConfig
+    from rbmsearch.train import make_optimizer, make_train_step, minibatches
 
     devices = configure_devices()
     rolls = _load_rolls(args.source, "train")
     config = TrainConfig(**PAPER_SIZE).with_overrides(args.set)
-    model = RnnRbm(config.model_config(), seed=config.seed)
+    model = RnnRbm(ModelConfig.of(config), seed=config.seed)
     optimizer = make_optimizer(config, steps_per_epoch=100)
     step = make_train_step(model, optimizer, config)
 
@@ -145,12 +148,12 @@ def bench_train(args: argparse.Namespace) -> dict:
 
 
 def bench_generate(args: argparse.Namespace) -> dict:
-    from rbmsearch.model import RnnRbm, configure_devices
-    from rbmsearch.train import TrainConfig
+    from rbmsearch.model import ModelConfig, RnnRbm, configure_devices
+    from rbmsearch.config import TrainConfig
 
     devices = configure_devices()
     config = TrainConfig(**PAPER_SIZE).with_overrides(args.set)
-    model = RnnRbm(config.model_config(), seed=0)
+    model = RnnRbm(ModelConfig.of(config), seed=0)
     figures = {"gibbs_k": args.k, "steps": args.steps, "devices": devices}
     for n in (1, 16):
         model.generate(n, args.steps, args.k, seed=0)  # trace and warm up
@@ -173,8 +176,9 @@ def bench_render(args: argparse.Namespace) -> dict:
     from rbmsearch.data import Dataset, DatasetMeta, Piece
     from rbmsearch.midi import NUM_PITCHES
     from rbmsearch.render import find_fluidsynth, render_run
-    from rbmsearch.samples import build_page
-    from rbmsearch.train import TrainConfig, train
+    from rbmsearch.gallery import build_page
+    from rbmsearch.config import TrainConfig
+    from rbmsearch.train import train
 
     with tempfile.TemporaryDirectory(prefix="rbmsearch-bench-") as tmp:
         tmp = Path(tmp)
@@ -228,15 +232,82 @@ def bench_render(args: argparse.Namespace) -> dict:
     }
 
 
-def bench_tune(args: argparse.Namespace) -> dict:
-    from rbmsearch.tune import benchmark
+def _tune_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `python -m rbmsearch.bench tune`."""
+    parser.add_argument("--source", required=True, help="a dataset: .parquet, .pickle, MIDI folder, or bach-chorales")
+    parser.add_argument("--trials", type=int, default=4, help="trials per search")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs per trial")
+    parser.add_argument("--concurrent", type=int, default=2, help="trials at once in the parallel search")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrainConfig field of the benchmarked trial")  # fmt: skip
 
-    return benchmark(args)
+
+def _benchmark_space(args: argparse.Namespace, concurrent: int, cpus: float):
+    """Identical trials except the seed (the searched parameter), so both searches do the same work."""
+    from dataclasses import asdict
+
+    from rbmsearch.config import TrainConfig
+    from rbmsearch.space import SearchSpace
+
+    base = TrainConfig(n_hidden=100, n_recurrent=64, cd_k=5, pretrain_epochs=1, eval_ais_runs=2, eval_ais_betas=10, eval_acc_samples=1)
+    config = base.with_overrides(args.set)
+    fixed = {k: v for k, v in asdict(config).items() if k not in ("epochs", "seed")}
+    raw = {
+        "search": {"num_samples": args.trials, "max_epochs": args.epochs, "grace_period": args.epochs, "max_concurrent": concurrent,
+                   "cpus_per_trial": cpus, "max_failures": 0, "keep_checkpoints": 1, "samples": 0, "reuse_actors": False},
+        "fixed": fixed,
+        "params": {"seed": {"type": "int", "low": 0, "high": 1_000_000}},
+    }  # fmt: skip
+    return SearchSpace.from_dict(raw, "the tune benchmark", "bench")
+
+
+def bench_tune(args: argparse.Namespace) -> dict:
+    """Ray/Tune overhead beyond training, and trials per hour with `--concurrent` trials vs one at a time.
+
+    Overhead = wall time of the sequential search minus the trials' own time in `train`
+    (reports and checkpoint uploads excluded): process start-up, imports, scheduling,
+    checkpointing. The sequential search gives each trial all the machine's cores.
+    """
+    import ray
+
+    from rbmsearch.tune import _init_ray, run_search
+
+    cpus = os.cpu_count() or 1
+    start = time.perf_counter()
+    started = _init_ray(None)
+    init_s = time.perf_counter() - start
+    figures: dict = {"source": args.source, "trials": args.trials, "epochs": args.epochs, "ray_init_s": round(init_s, 2)}
+    try:
+        with tempfile.TemporaryDirectory(prefix="rbmsearch-bench-") as storage:
+            for label, concurrent, per_trial in (("sequential", 1, float(cpus)), ("concurrent", args.concurrent, max(1.0, cpus / args.concurrent))):
+                space = _benchmark_space(args, concurrent, per_trial)
+                start = time.perf_counter()
+                _, results = run_search(space, args.source, storage, name=label, progress=False, finish_search=False)
+                wall = time.perf_counter() - start
+                train_s = sum(float(r.metrics.get("train_s", 0.0)) for r in results)
+                figures[label] = {
+                    "max_concurrent": concurrent,
+                    "cpus_per_trial": per_trial,
+                    "wall_s": round(wall, 2),
+                    "train_s": round(train_s, 2),
+                    "overhead_s": round(wall - train_s / concurrent, 2),
+                    "trials_per_hour": round(args.trials / wall * 3600, 1),
+                    "busy_fraction": round(train_s / (wall * concurrent), 3),  # of the trial slots
+                    "errors": results.num_errors,
+                }
+        seq, par = figures["sequential"], figures["concurrent"]
+        figures["overhead_fraction"] = round(seq["overhead_s"] / seq["wall_s"], 3)
+        figures["overhead_s_per_trial"] = round(seq["overhead_s"] / args.trials, 2)
+        figures["speedup"] = round(par["trials_per_hour"] / seq["trials_per_hour"], 2)
+    finally:
+        if started:
+            ray.shutdown()
+    return figures
 
 
 BENCHMARKS = {"data": bench_data, "train": bench_train, "generate": bench_generate, "tune": bench_tune, "render": bench_render}
 
 
+@cli
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m rbmsearch.bench", description="Measure rbmsearch on this machine.")
     commands = parser.add_subparsers(dest="name", required=True)
@@ -253,9 +324,7 @@ def main(argv: list[str] | None = None) -> None:
     generate.add_argument("--k", type=int, default=25, help="Gibbs steps per frame")
     generate.add_argument("--repeats", type=int, default=3)
     generate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrainConfig field")
-    from rbmsearch.tune import add_benchmark_arguments
-
-    add_benchmark_arguments(commands.add_parser("tune", help="Ray Tune overhead, and concurrent vs sequential trials"))
+    _tune_arguments(commands.add_parser("tune", help="Ray Tune overhead, and concurrent vs sequential trials"))
     render = commands.add_parser("render", help="rendering samples and building the gallery page")
     render.add_argument("--num", type=int, default=8, help="samples")
     render.add_argument("--steps", type=int, default=256, help="steps per sample")

@@ -30,10 +30,10 @@ import argparse
 import hashlib
 import io
 import json
+import logging
 import os
 import pickle
 import sys
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from multiprocessing import get_context
@@ -44,6 +44,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rbmsearch.console import cli
+from rbmsearch.errors import DatasetError
+from rbmsearch.files import atomic_write
 from rbmsearch.midi import (
     DEFAULT_QPM,
     DEFAULT_STEPS_PER_QUARTER,
@@ -65,10 +68,13 @@ __all__ = [
     "SPLITS",
     "build",
     "default_dataset",
+    "open_data",
     "read_dataset",
     "transpose_to_c",
     "write_dataset",
 ]
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 SPLITS = ("train", "valid", "test")
@@ -90,15 +96,6 @@ ARROW_SCHEMA = pa.schema(
 DROPPED_NOTE_KINDS = ("out_of_range", "drum_notes", "too_short")
 # Below this many files a process pool costs more than it saves.
 _MIN_FILES_FOR_POOL = 16
-
-
-class DatasetError(Exception):
-    """A dataset source or file is unusable; the message names the path, the problem and the fix."""
-
-    def __init__(self, path: str | os.PathLike, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -451,17 +448,7 @@ def _to_table(dataset: Dataset) -> pa.Table:
 
 def write_dataset(dataset: Dataset, out: str | os.PathLike) -> Path:
     """Write to a temporary file beside `out`, then rename: `out` is never left half-written."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        pq.write_table(_to_table(dataset), tmp, compression="zstd")
-        os.replace(tmp, out)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return out
+    return atomic_write(out, lambda tmp: pq.write_table(_to_table(dataset), tmp, compression="zstd"))
 
 
 def _rebuild_fix(path: str) -> str:
@@ -549,7 +536,7 @@ def default_dataset(progress: bool = True) -> Path:
     """The built-in Bach chorales as Parquet, built into the cache on first use."""
     path = cache_dir() / f"{BACH_CHORALES}-v{SCHEMA_VERSION}.parquet"
     if not path.exists():
-        print(f"Building the default dataset ({BACH_CHORALES}) once into {path} ...", file=sys.stderr)
+        log.info("Building the default dataset (%s) once into %s ...", BACH_CHORALES, path)
         build(BACH_CHORALES, path, BuildOptions(progress=progress))
     return path
 
@@ -557,6 +544,20 @@ def default_dataset(progress: bool = True) -> Path:
 # ---------------------------------------------------------------------------- CLI
 
 
+def open_data(data: str | None, progress: bool = True) -> tuple[Dataset, str]:
+    """A `--data` argument -> (dataset, the path recorded in runs).
+
+    Parquet files and URIs are read; other sources (a MIDI folder, a pickle, bach-chorales)
+    are imported in memory; None means the built-in chorales, built once into the cache.
+    """
+    if data is None:
+        data = str(default_dataset(progress=progress))
+    if data.endswith(".parquet") or "://" in data:
+        return read_dataset(data), data
+    return load_source(data, BuildOptions(progress=progress)), data
+
+
+@cli
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m rbmsearch.data", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -595,7 +596,7 @@ def main(argv: list[str] | None = None) -> None:
             limit=args.limit,
         )
         dataset = build(args.source, args.out, options)
-    except (DatasetError, ValueError) as e:
+    except ValueError as e:  # BuildOptions' own checks
         raise SystemExit(f"error: {e}") from e
     print(dataset.summary())
     print(f"wrote {args.out}")

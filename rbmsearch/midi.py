@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,9 @@ from typing import BinaryIO
 
 import mido
 import numpy as np
+
+from rbmsearch.errors import MIDIConversionError
+from rbmsearch.files import atomic_write
 
 __all__ = [
     "DEFAULT_QPM",
@@ -70,19 +72,6 @@ SAMPLE_LAG = 0.25  # each step samples the music this many steps after its grid 
 MAX_TICK = 10_000_000
 # What mido raises on malformed input; anything else is a bug and should surface as one.
 _MIDO_PARSE_ERRORS = (OSError, EOFError, ValueError, KeyError, IndexError, TypeError)
-
-
-class MIDIConversionError(Exception):
-    """A MIDI file could not be turned into a piano roll.
-
-    Expect this on large MIDI collections, where some files are always truncated, empty or
-    not MIDI at all: a bulk import should catch it, skip the file and report `reason`.
-    """
-
-    def __init__(self, path: str | os.PathLike, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -274,15 +263,7 @@ def write_midi(
     track.append(mido.MetaMessage("end_of_track", time=roll.shape[0] * ticks_per_step - last))
     midi = mido.MidiFile(type=0, ticks_per_beat=ticks_per_beat, tracks=[track])
 
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            midi.save(file=f)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write(path, lambda tmp: midi.save(str(tmp)))
 
 
 def roll_to_pitch_lists(roll: np.ndarray) -> list[list[int]]:

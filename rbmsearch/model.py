@@ -74,6 +74,9 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
+from rbmsearch.arrays import pad_batch
+from rbmsearch.config import RNN_TYPES, TrainConfig
+
 try:  # the piano-roll width is defined once, in `midi`; keep the model usable without it
     from rbmsearch.midi import NUM_PITCHES as N_PITCHES
 except ImportError:  # pragma: no cover - only when `midi` or `mido` is unavailable
@@ -84,13 +87,13 @@ __all__ = [
     "RNN_TYPES",
     "ModelConfig",
     "RnnRbm",
+    "conditional_rbms",
     "configure_devices",
     "free_energy",
     "gibbs_chain",
     "gibbs_step",
 ]
 
-RNN_TYPES = ("tanh", "lstm", "gru")
 _RNG_ALG = "philox"  # fixed, not "auto_select" (device-dependent): a seed means the same bits
 
 Seed = int | tuple[int, int] | list[int] | np.ndarray | tf.Tensor
@@ -122,6 +125,11 @@ class ModelConfig:
         std = self.init_std
         if isinstance(std, bool) or not isinstance(std, int | float) or not 0 < std < np.inf:
             raise ValueError(f"init_std must be a positive finite float, but got {std!r}.")
+
+    @classmethod
+    def of(cls, config: TrainConfig) -> ModelConfig:
+        """The model sizes of a training configuration."""
+        return cls(n_hidden=config.n_hidden, n_recurrent=config.n_recurrent, rnn=config.rnn, init_std=config.init_std)
 
 
 # -----------------------------------------------------------------------------
@@ -518,6 +526,32 @@ class RnnRbm(tf.Module):
 def _chunk_frames(n_samples: int, k: int, n_units: int) -> int:
     """Frames per generation chunk: as many as fit ~8 MB of uniforms, between 1 and 64."""
     return max(1, min(64, (2 << 20) // (k * n_samples * n_units)))
+
+
+# -----------------------------------------------------------------------------
+# The RBM of every frame
+
+
+def conditional_rbms(model: RnnRbm, rolls: list[np.ndarray], batch_size: int = 64) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The RBM of every frame given its true history.
+
+    rolls: sequences (T_i, n_v) bool. Returns v (N, n_v) bool, bv (N, n_v), bh (N, n_h)
+    float32, N = sum T_i, frames in sequence order.
+    """
+    n_v = model.config.n_visible
+    if not hasattr(model, "_biases_compiled"):  # one trace for every batch shape
+        model._biases_compiled = tf.function(
+            model.conditional_biases, input_signature=[tf.TensorSpec((None, None, n_v), tf.float32)]
+        )
+    vs, bvs, bhs = [], [], []
+    for i in range(0, len(rolls), batch_size):
+        v, mask = pad_batch(rolls[i : i + batch_size])
+        bv, bh = model._biases_compiled(v)
+        real = mask > 0.5
+        vs.append(v[real] > 0.5)
+        bvs.append(bv.numpy()[real])
+        bhs.append(bh.numpy()[real])
+    return np.concatenate(vs), np.concatenate(bvs), np.concatenate(bhs)
 
 
 # -----------------------------------------------------------------------------

@@ -3,7 +3,7 @@
     python -m rbmsearch.render RUN_DIR --out DIR [--num N] [--steps T] [--seed S] [--primer PIECE]
                                [--data DATA] [--synth auto|fluidsynth|builtin]
 
-Reads a run directory (`rbmsearch.train`: config.json + params.npz; no training flags) and,
+Reads a run directory (`rbmsearch.run`: config.json + params.npz; no training flags) and,
 for the reference piece and the statistics, the dataset it was trained on (recorded in
 config.json, or `--data`). Writes into DIR:
 
@@ -22,23 +22,25 @@ so that audio always works. Every file is written to a temporary name and rename
 from __future__ import annotations
 
 import argparse
-import json
+import logging
 import math
 import os
 import shutil
 import subprocess
-import sys
-import tempfile
 import time
 import wave
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from rbmsearch.console import cli
+from rbmsearch.errors import DatasetError, RenderError
+from rbmsearch.files import atomic_write, write_json
 from rbmsearch.midi import MIN_MIDI_PITCH, NUM_PITCHES, write_midi
 
-__all__ = ["RenderError", "render_run", "render_samples", "roll_stats", "synthesize", "write_png", "write_wav"]
+__all__ = ["RenderError", "render_run", "roll_stats", "synthesize", "write_png", "write_wav"]
+
+log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 22_050
 GIBBS_K = 25  # Gibbs steps per generated frame, as in the paper
@@ -47,22 +49,6 @@ PNG_SIZE = (1000, 350)  # pixels (width, height) of every piano-roll picture
 # Pitch classes of the major scale; a key's scale is this shifted to its tonic. The minor
 # keys' scales (natural minor) are the major scales of their relative majors.
 MAJOR_SCALE = (0, 2, 4, 5, 7, 9, 11)
-
-
-class RenderError(ValueError):
-    """A run directory, primer or output cannot be rendered; the message names it and the fix."""
-
-
-def _atomic(path: Path, write: Callable[[Path], None]) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 # ---------------------------------------------------------------------------- statistics
@@ -152,7 +138,7 @@ def write_wav(path: Path, audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> 
             f.setframerate(sample_rate)
             f.writeframes(pcm.tobytes())
 
-    return _atomic(path, write)
+    return atomic_write(path, write)
 
 
 def find_fluidsynth() -> tuple[str, str] | None:
@@ -168,7 +154,7 @@ def _fluidsynth_wav(midi: Path, wav: Path, fluid: tuple[str, str], seconds: floa
     def write(tmp: Path) -> None:
         subprocess.run([binary, "-ni", "-q", "-F", str(tmp), "-r", str(SAMPLE_RATE), "-g", "0.8", font, str(midi)], check=True, capture_output=True, timeout=120)  # fmt: skip
 
-    _atomic(wav, write)
+    atomic_write(wav, write)
 
 
 # ---------------------------------------------------------------------------- pictures
@@ -193,7 +179,7 @@ def write_png(path: Path, roll: np.ndarray, title: str, steps_per_quarter: int) 
     ax.set_ylabel("MIDI pitch")
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    _atomic(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format="png"))
     plt.close(fig)
     return path
 
@@ -230,8 +216,8 @@ def render_run(
     the one in config.json). synth: "auto", "fluidsynth" or "builtin".
     Returns what stats.json holds, plus the rolls under "rolls" (not written).
     """
-    from rbmsearch.data import DatasetError, read_dataset
-    from rbmsearch.train import load_run
+    from rbmsearch.data import read_dataset
+    from rbmsearch.run import load_run
 
     if synth not in ("auto", "fluidsynth", "builtin"):
         raise RenderError(f"synth must be 'auto', 'fluidsynth' or 'builtin', but got {synth!r}.")
@@ -239,10 +225,7 @@ def render_run(
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise RenderError(f"{name} must be a positive int, but got {value!r}.")
     start = time.perf_counter()
-    try:
-        run = load_run(run_dir)
-    except FileNotFoundError as e:
-        raise RenderError(f"{e} Render needs a run directory written by `python -m rbmsearch.train` or a search's best_run/.") from e
+    run = load_run(run_dir)  # RunError names what is missing and how to make it
     spq, qpm = int(run.data["steps_per_quarter"]), float(run.data["qpm"])
     fluid = find_fluidsynth() if synth != "builtin" else None
     if synth == "fluidsynth" and fluid is None:
@@ -294,21 +277,11 @@ def render_run(
         result["reference"] = None
         result["note"] = data_note
     result["seconds"] = round(time.perf_counter() - start, 2)
-    _atomic(out / "stats.json", lambda tmp: tmp.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n"))
+    write_json(out / "stats.json", result)
     return {**result, "rolls": rolls}
 
 
-def render_samples(run_dir: Path, out_dir: Path, n: int, quarters: int, seed: int) -> list[Path]:
-    """The search's renderer (`rbmsearch.tune.finish`): n samples of `quarters` quarter notes. Returns the MIDI paths."""
-    from rbmsearch.train import load_run
-
-    if n == 0:
-        return []
-    steps = quarters * int(load_run(run_dir).data["steps_per_quarter"])
-    result = render_run(run_dir, out_dir, num=n, steps=steps, seed=seed)
-    return [Path(out_dir) / s["midi"] for s in result["samples"]]
-
-
+@cli
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m rbmsearch.render", description="Render a trained run's samples to MIDI, WAV and PNG.")
     parser.add_argument("run_dir", help="a run directory (from rbmsearch.train, or a search's best_run/)")
@@ -320,19 +293,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", help="the dataset for the reference piece (default: the run's own)")
     parser.add_argument("--synth", choices=("auto", "fluidsynth", "builtin"), default="auto")
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        result = render_run(args.run_dir, args.out, args.num, args.steps, args.seed, args.primer, args.data, args.synth)
-    except RenderError as e:
-        raise SystemExit(f"error: {e}") from e
+    result = render_run(args.run_dir, args.out, args.num, args.steps, args.seed, args.primer, args.data, args.synth)
     stats = result["stats"]
     print(f"wrote {len(result['samples'])} samples (MIDI, WAV with {result['synth']}, PNG) to {args.out} in {result['seconds']} s")
     for name, s in stats.items():
         print(f"{name:>13}: {s.get('notes_per_frame', math.nan):.2f} notes/frame, {s.get('empty_frame_rate', math.nan):.1%} empty, "
               f"scale consistency {s.get('scale_consistency', math.nan):.2f}, repeats {s.get('repeat_rate', math.nan):.2f}")  # fmt: skip
-    print(f"view them: python -m rbmsearch.samples {args.out}")
+    print(f"view them: python -m rbmsearch.gallery {args.out}")
     if result.get("note"):
-        print(f"note: {result['note']}", file=sys.stderr)
+        log.warning("%s", result["note"])
 
 
 if __name__ == "__main__":

@@ -1,180 +1,42 @@
 """Pretrain and train one RNN-RBM configuration; the single-trial stage.
 
-    python -m rbmsearch.train --data DATA.parquet --out RUN_DIR [--epochs N] [--set key=value ...]
+    python -m rbmsearch.train --data DATA.parquet --out RUN_DIR [--epochs N] [--set key=value ...] [--no-test]
 
-Reads a Parquet dataset written by `rbmsearch.data` and writes a run directory:
-
-    RUN_DIR/config.json    {"train": TrainConfig, "model": ModelConfig, "data": where and what grid}
-    RUN_DIR/params.npz     the model chosen by validation: for rnn="tanh" exactly W (n_v, n_h),
-                           bv (n_v), bh (n_h), Wuv (n_u, n_v), Wuh (n_u, n_h), Wvu (n_v, n_u),
-                           Wuu (n_u, n_u), bu (n_u), u0 (n_u), float32
-    RUN_DIR/metrics.json   per-epoch history, the best epoch, and test_nll / test_nll_raise / test_acc / test_acc_decoded once
-                           the test split is evaluated
-    RUN_DIR/ckpt/          the TensorFlow checkpoint of the latest epoch (model + optimizer),
-                           for resuming
-
-A run directory is everything `evaluate` and `render` need: nothing downstream re-reads flags.
-Running the same command again on an unfinished RUN_DIR resumes from its checkpoint.
-
-Steps: (1) pretrain the RBM (W, bv, bh) with CD-k on shuffled frames; (2) train the RNN-RBM
-with CD-k on minibatches of sequence windows, back-propagated through the RNN; after every
-epoch score the validation split with the cheap monitor, save, and call `report`, the seam
-the Ray Tune trainable uses. This module never imports Ray.
+Reads a Parquet dataset (`rbmsearch.data`) and writes a run directory (`rbmsearch.run`).
+(1) CD-k pretraining of the RBM on shuffled frames; (2) CD-k training of the RNN-RBM
+(Boulanger-Lewandowski et al., ICML 2012) on minibatches of sequence windows, back-propagated
+through the RNN; after every epoch the validation `monitor` picks the best parameters, the run
+is checkpointed and `report` is called (the seam Ray Tune's trainable uses; this module never
+imports Ray). Running again on an unfinished RUN_DIR resumes it. At the end the test split
+is scored by `rbmsearch.evaluate`.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
+import logging
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from rbmsearch.data import Dataset, DatasetError, read_dataset
+from rbmsearch.arrays import pad_batch
+from rbmsearch.config import MONITORS, TrainConfig
+from rbmsearch.console import cli
+from rbmsearch.data import Dataset, read_dataset
+from rbmsearch.errors import DatasetError, DivergenceError
+from rbmsearch.run import read_metrics, write_metrics, write_params, write_run
 
-__all__ = ["ConfigError", "DivergenceError", "Report", "TrainConfig", "train", "load_run"]
+__all__ = ["MonitorSettings", "Report", "monitor", "train"]
 
-OPTIMIZERS = ("adam", "sgd", "rmsprop")
-LR_SCHEDULES = ("constant", "cosine", "exponential")
-MONITORS = ("raise", "nll", "pll")  # see rbmsearch.evaluate.monitor
-
-
-class ConfigError(ValueError):
-    """A configuration value or key is invalid; the message names it and the fix."""
-
-
-class DivergenceError(FloatingPointError):
-    """Training produced NaN or inf. Carries the epoch and the configuration."""
-
-    def __init__(self, epoch: int, what: str, config: TrainConfig):
-        self.epoch = epoch
-        self.config = config
-        super().__init__(
-            f"training diverged at epoch {epoch}: {what} is not finite. Configuration: "
-            f"{json.dumps(asdict(config), sort_keys=True)}. Lower learning_rate, set clip_norm, "
-            "or reduce cd_k."
-        )
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines one trial. Defaults: the documented JSB configuration."""
-
-    # The defaults are the best configuration of a 186-trial search on JSB Chorales
-    # (search_spaces/default.yaml, 50 minutes on 2 cores): a large RBM, a small RNN, CD-3 and
-    # a high learning rate. Trained for 100 epochs they score a test NLL of 6.31 nats/frame;
-    # the paper's size (150 hidden, 100 recurrent, CD-15, lr 3e-3, 200 epochs) scored 7.41.
-    n_hidden: int = 216
-    n_recurrent: int = 43
-    rnn: str = "tanh"  # "tanh" is the paper's RNN; "lstm" and "gru" are variants
-    init_std: float = 0.01
-    # RBM pretraining on shuffled frames: gives the RNN a sensible RBM to start from.
-    pretrain_epochs: int = 3
-    pretrain_cd_k: int = 1
-    pretrain_learning_rate: float = 0.01
-    pretrain_batch_frames: int = 100
-    # Training through time. On JSB, 200 epochs reach a lower test NLL (6.24) than 100
-    # (6.31) and about the same accuracy (0.250 against 0.245, mixed chains), for twice the time.
-    epochs: int = 100
-    cd_k: int = 3  # Gibbs steps per frame in CD-k; the paper's tutorial uses 15, which scored worse here
-    window: int = 50  # frames per training window; 0 trains on whole sequences
-    batch_size: int = 16  # windows per minibatch
-    optimizer: str = "adam"
-    learning_rate: float = 1e-2
-    lr_schedule: str = "cosine"  # "cosine" anneals to 0 over `epochs`; "exponential" uses lr_decay
-    lr_decay: float = 0.97  # per epoch, for lr_schedule="exponential"
-    momentum: float = 0.9  # for optimizer="sgd"
-    clip_norm: float = 10.0  # global gradient-norm clipping, a safety net at this learning rate; 0 turns it off
-    dropout: float = 0.0  # on the history the RNN reads and on u_{t-1}; see RnnRbm.cd_loss
-    weight_decay: float = 0.0  # L2 penalty (weight_decay / 2) * ||w||^2 on the weight matrices, not the biases
-    seed: int = 0
-    # The per-epoch validation score that picks the best epoch (see rbmsearch.evaluate):
-    # "raise", a cheap reverse-AIS estimate of the NLL, which errs high; "nll", a cheap AIS
-    # estimate, which errs low, for sharp models by whole nats (it rewards what it cannot
-    # measure); or "pll", the pseudo-log-likelihood (cheaper, but it can fall while the NLL rises).
-    monitor: str = "raise"
-    monitor_frames: int = 200
-    monitor_ais_runs: int = 4
-    monitor_ais_betas: int = 200
-    # Test evaluation at the end (see rbmsearch.evaluate); AIS as in the paper.
-    eval_ais_runs: int = 100
-    eval_ais_betas: int = 1000
-    eval_acc_samples: int = 10
-    eval_acc_gibbs_k: int = 1000  # Gibbs steps per accuracy sample; see EvalSettings.acc_gibbs_k
-    eval_raise_runs: int = 10  # reverse-AIS runs per frame for test_nll_raise; see EvalSettings.raise_runs
-
-    def __post_init__(self):
-        positive = ["n_hidden", "n_recurrent", "pretrain_cd_k", "pretrain_batch_frames", "epochs", "cd_k", "batch_size",
-                    "eval_ais_runs", "eval_acc_samples", "eval_acc_gibbs_k", "eval_raise_runs", "monitor_frames", "monitor_ais_runs"]  # fmt: skip
-        for name in positive:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"A positive int must be specified for {name}, but got {value!r}.")
-        for name in ("pretrain_epochs", "window", "seed"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"A non-negative int must be specified for {name}, but got {value!r}.")
-        for name in ("learning_rate", "pretrain_learning_rate", "init_std"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not 0 < value < math.inf:
-                raise ConfigError(f"A positive finite value must be specified for {name}, but got {value!r}.")
-        if not 0 < self.lr_decay <= 1 or not 0 <= self.momentum < 1 or not 0 <= self.clip_norm < math.inf:
-            raise ConfigError(
-                f"lr_decay must be in (0, 1], momentum in [0, 1) and clip_norm >= 0, but got "
-                f"{self.lr_decay!r}, {self.momentum!r} and {self.clip_norm!r}."
-            )
-        if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float) or not 0 <= self.dropout < 1:
-            raise ConfigError(f"A value in [0, 1) must be specified for dropout, but got {self.dropout!r}.")
-        if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, int | float) or not 0 <= self.weight_decay < math.inf:
-            raise ConfigError(f"A finite value >= 0 must be specified for weight_decay, but got {self.weight_decay!r}.")
-        for name in ("eval_ais_betas", "monitor_ais_betas"):
-            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int) or getattr(self, name) < 2:
-                raise ConfigError(f"An int >= 2 must be specified for {name}, but got {getattr(self, name)!r}.")
-        choices = (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES), ("rnn", ("tanh", "lstm", "gru")), ("monitor", MONITORS))
-        for name, allowed in choices:
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"One of {allowed} must be specified for {name}, but got {getattr(self, name)!r}.")
-
-    @classmethod
-    def from_dict(cls, values: dict, where: str = "the configuration") -> TrainConfig:
-        """Build from a dict, refusing unknown keys by name (typos must not pass silently)."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - set(fields))
-        if unknown:
-            raise ConfigError(f"Unknown key(s) {unknown} in {where}; known keys are {sorted(fields)}.")
-        return cls(**values)
-
-    def with_overrides(self, assignments: list[str]) -> TrainConfig:
-        """Apply `key=value` strings (values parsed as JSON, else kept as strings)."""
-        values = asdict(self)
-        for item in assignments:
-            key, sep, raw = item.partition("=")
-            if not sep:
-                raise ConfigError(f"--set expects key=value, but got {item!r}.")
-            if key not in values:
-                raise ConfigError(f"Unknown key {key!r} in --set {item}; known keys are {sorted(values)}.")
-            try:
-                value = json.loads(raw)
-            except json.JSONDecodeError:
-                value = raw
-            if isinstance(values[key], float) and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            values[key] = value
-        return TrainConfig.from_dict(values, "--set")
-
-    def model_config(self):
-        from rbmsearch.model import ModelConfig
-
-        return ModelConfig(n_hidden=self.n_hidden, n_recurrent=self.n_recurrent, rnn=self.rnn, init_std=self.init_std)
+log = logging.getLogger(__name__)
 
 
 # report(epoch, metrics, checkpoint_dir): called after every epoch once RUN_DIR holds it.
@@ -200,17 +62,6 @@ def windows(rolls: list[np.ndarray], window: int, rng: np.random.Generator) -> l
     return out
 
 
-def pad_batch(seqs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Sequences (T_i, n_v) -> v (B, T_max, n_v) float32 zero-padded after, mask (B, T_max) float32."""
-    t_max = max(len(s) for s in seqs)
-    v = np.zeros((len(seqs), t_max, seqs[0].shape[1]), dtype=np.float32)
-    mask = np.zeros((len(seqs), t_max), dtype=np.float32)
-    for i, s in enumerate(seqs):
-        v[i, : len(s)] = s
-        mask[i, : len(s)] = 1.0
-    return v, mask
-
-
 def minibatches(rolls: list[np.ndarray], config: TrainConfig, rng: np.random.Generator):
     """Shuffled minibatches of windows; windows of similar length share a batch (less padding)."""
     pieces = windows(rolls, config.window, rng)
@@ -223,63 +74,43 @@ def minibatches(rolls: list[np.ndarray], config: TrainConfig, rng: np.random.Gen
         yield pad_batch([pieces[j] for j in batches[b]])
 
 
-# ---------------------------------------------------------------------------- run directory
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def write_json(path: Path, obj: dict) -> None:
-    _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n"))
-
-
-def write_params(path: Path, params: dict[str, np.ndarray]) -> None:
-    def save(tmp: Path):
-        with open(tmp, "wb") as f:
-            np.savez(f, **params)
-
-    _atomic_write(path, save)
+# ---------------------------------------------------------------------------- the monitor
 
 
 @dataclass(frozen=True)
-class Run:
-    """A run directory read back: the model as validation chose it, and its provenance."""
+class MonitorSettings:
+    kind: str = "raise"  # one of MONITORS; why RAISE: docs/evaluation.md, "The monitor"
+    frames: int = 200  # an even spread of the split, the same frames every epoch
+    ais_runs: int = 4
+    ais_betas: int = 200
+    seed: int = 0  # the same noise every epoch, so epochs differ by the model only
 
-    path: Path
-    config: TrainConfig
-    data: dict  # {"path", "source", "steps_per_quarter", "qpm"}
-    metrics: dict
-    model: object  # rbmsearch.model.RnnRbm
+    @classmethod
+    def of(cls, config: TrainConfig) -> MonitorSettings:
+        return cls(config.monitor, config.monitor_frames, config.monitor_ais_runs, config.monitor_ais_betas, config.seed)
 
 
-def load_run(run_dir: str | os.PathLike) -> Run:
-    """Rebuild the model of a run directory from config.json and params.npz alone."""
-    from rbmsearch.model import RnnRbm
+def monitor(model, rolls: list[np.ndarray], settings: MonitorSettings = MonitorSettings()) -> float:
+    """The per-epoch validation score in nats per frame (lower is better) on <= settings.frames frames.
 
-    run_dir = Path(run_dir)
-    config_path, params_path = run_dir / "config.json", run_dir / "params.npz"
-    for path in (config_path, params_path):
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path}: missing, so {run_dir} is not a finished run directory; train one with "
-                f"`python -m rbmsearch.train --data DATA --out {run_dir}`"
-            )
-    saved = json.loads(config_path.read_text())
-    config = TrainConfig.from_dict(saved["train"], str(config_path))
-    model = RnnRbm(config.model_config(), seed=config.seed)
-    with np.load(params_path) as params:
-        model.load_params(dict(params))
-    metrics_path = run_dir / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    return Run(run_dir, config, saved["data"], metrics, model)
+    An NLL with few samples: "raise" (reverse AIS, errs high), "nll" (AIS, errs low), or
+    "pll", the negative pseudo-log-likelihood (no partition function; not an NLL).
+    """
+    from rbmsearch import ais
+    from rbmsearch.model import conditional_rbms
+
+    if settings.kind not in MONITORS:
+        raise ValueError(f"One of {MONITORS} must be specified for the monitor kind, but got {settings.kind!r}.")
+    v, bv, bh = conditional_rbms(model, rolls)
+    step = max(1, len(v) // settings.frames)
+    v, bv, bh, W = v[::step], bv[::step], bh[::step], model.W.numpy()
+    if settings.kind == "pll":
+        return ais.monitor_cost(v, W, bv, bh, np.float32)  # float32: 3x faster, far below epoch-to-epoch changes
+    if settings.kind == "raise":
+        log_z = ais.raise_run(W, bv, bh, v, n_runs=settings.ais_runs, n_betas=settings.ais_betas, seed=settings.seed).log_z
+    else:
+        log_z = ais.ais_log_z(W, bv, bh, n_runs=settings.ais_runs, n_betas=settings.ais_betas, seed=settings.seed)
+    return float(-np.mean(ais.frame_log_likelihood(v, W, bv, bh, log_z)))
 
 
 # ---------------------------------------------------------------------------- training
@@ -341,7 +172,7 @@ def pretrain(model, frames: np.ndarray, config: TrainConfig, progress: bool = Fa
         costs.append(total / math.ceil(len(order) / config.pretrain_batch_frames))
         _check_finite(epoch, "the pretraining cost", costs[-1], config)
         if progress:
-            print(f"pretrain epoch {epoch + 1}/{config.pretrain_epochs}: cost {costs[-1]:.4f}", file=sys.stderr)
+            log.info("pretrain epoch %d/%d: cost %.4f", epoch + 1, config.pretrain_epochs, costs[-1])
     return costs
 
 
@@ -390,8 +221,9 @@ def train(
     """
     import tensorflow as tf
 
-    from rbmsearch import evaluate
-    from rbmsearch.model import RnnRbm, configure_devices
+    from rbmsearch.evaluate import score_run
+    from rbmsearch.model import ModelConfig, RnnRbm, configure_devices
+    from rbmsearch.run import load_run
 
     configure_devices()
     run_dir = Path(run_dir)
@@ -401,42 +233,27 @@ def train(
         raise DatasetError(data_path or dataset.meta.source, "has no training pieces; rebuild it with a larger --valid/--test split budget left for train")
     if not valid_rolls:  # small datasets: monitor on the training set rather than nothing
         valid_rolls = train_rolls
-    saved_config = {
-        "train": asdict(config),
-        "model": asdict(config.model_config()),
-        "data": {"path": data_path, "source": dataset.meta.source, "steps_per_quarter": dataset.meta.steps_per_quarter, "qpm": dataset.meta.qpm},
-    }
-    config_path = run_dir / "config.json"
-    if config_path.exists():  # resuming: only `epochs` may change (to train a run for longer)
-        # Fields a run predates (e.g. eval_raise_runs) take today's defaults.
-        previous = {**asdict(TrainConfig()), **json.loads(config_path.read_text()).get("train", {}), "epochs": config.epochs}
-        if previous != saved_config["train"]:
-            changed = sorted(k for k in previous.keys() | saved_config["train"].keys() if previous.get(k) != saved_config["train"].get(k))
-            raise ConfigError(
-                f"{run_dir} holds a run of another configuration (differs in {changed}, see {config_path}); "
-                "choose a new --out, or delete that directory to start over."
-            )
-    write_json(config_path, saved_config)
+    meta = dataset.meta
+    write_run(run_dir, config, {"path": data_path, "source": meta.source, "steps_per_quarter": meta.steps_per_quarter, "qpm": meta.qpm})
 
-    model = RnnRbm(config.model_config(), seed=config.seed)
+    model = RnnRbm(ModelConfig.of(config), seed=config.seed)
     steps_per_epoch = len(list(minibatches(train_rolls, config, np.random.default_rng(0))))
     optimizer = make_optimizer(config, steps_per_epoch)
     epoch_var = tf.Variable(0, dtype=tf.int64, name="epoch")  # epochs completed
     checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
     manager = tf.train.CheckpointManager(checkpoint, run_dir / "ckpt", max_to_keep=1)
-    metrics_path = run_dir / "metrics.json"
     metrics = {"history": [], "pretrain_costs": []}
     if manager.latest_checkpoint:
         checkpoint.restore(manager.latest_checkpoint).expect_partial()
-        metrics = json.loads(metrics_path.read_text())
+        metrics = {**metrics, **read_metrics(run_dir)}
         metrics["history"] = metrics["history"][: int(epoch_var.numpy())]
         if progress:
-            print(f"resuming {run_dir} after epoch {int(epoch_var.numpy())}", file=sys.stderr)
+            log.info("resuming %s after epoch %d", run_dir, int(epoch_var.numpy()))
     else:
         metrics["pretrain_costs"] = pretrain(model, np.concatenate(train_rolls), config, progress)
 
     train_step = make_train_step(model, optimizer, config)
-    monitor_settings = evaluate.MonitorSettings(config.monitor, config.monitor_frames, config.monitor_ais_runs, config.monitor_ais_betas, config.seed)
+    monitor_settings = MonitorSettings.of(config)
 
     best = min((h["valid_monitor"] for h in metrics["history"]), default=math.inf)
     first = int(epoch_var.numpy())
@@ -450,48 +267,36 @@ def train(
             _check_finite(epoch + 1, f"the CD cost of minibatch {i}", costs[-1], config)
             frames += int(mask.sum())
         train_s = time.perf_counter() - start
-        monitor = evaluate.monitor(model, valid_rolls, monitor_settings)
-        _check_finite(epoch + 1, "the validation monitor", monitor, config)
+        score = monitor(model, valid_rolls, monitor_settings)
+        _check_finite(epoch + 1, "the validation monitor", score, config)
         record = {
             "epoch": epoch + 1,
             "train_cost": float(np.mean(costs)),
-            "valid_monitor": monitor,
+            "valid_monitor": score,
             "train_frames_per_s": frames / train_s,
             "seconds": time.perf_counter() - start,
         }
         metrics["history"].append(record)
-        if monitor < best:
-            best = monitor
-            write_params(run_dir / "params.npz", model.to_params())
+        if score < best:
+            best = score
+            write_params(run_dir, model.to_params())
             metrics["best_epoch"] = epoch + 1
         epoch_var.assign(epoch + 1)
         manager.save()
-        write_json(metrics_path, metrics)
-        bar.set_postfix(cost=f"{record['train_cost']:.3f}", valid=f"{monitor:.3f}", best=f"{best:.3f}", fps=f"{record['train_frames_per_s']:,.0f}")
+        write_metrics(run_dir, metrics)
+        bar.set_postfix(cost=f"{record['train_cost']:.3f}", valid=f"{score:.3f}", best=f"{best:.3f}", fps=f"{record['train_frames_per_s']:,.0f}")
         bar.update()
         if report is not None:
             report(epoch + 1, record, run_dir)
 
     bar.close()
     if evaluate_test and "test_nll" not in metrics and dataset.rolls("test"):
-        run = load_run(run_dir)  # the model validation chose, not simply the last one
-        metrics.update(test_metrics(run, dataset.rolls("test"), progress))
-        write_json(metrics_path, metrics)
+        metrics.update(score_run(load_run(run_dir), dataset.rolls("test"), progress))  # the model validation chose
+        write_metrics(run_dir, metrics)
     return metrics
 
 
-def test_metrics(run: Run, rolls: list[np.ndarray], progress: bool = False) -> dict:
-    """Evaluate a run's model on `rolls` (the test split) with its configuration's eval_* settings."""
-    from rbmsearch import evaluate
-
-    c = run.config
-    settings = evaluate.EvalSettings(ais_runs=c.eval_ais_runs, ais_betas=c.eval_ais_betas, acc_samples=c.eval_acc_samples,
-                                     acc_gibbs_k=c.eval_acc_gibbs_k, seed=c.seed, raise_runs=c.eval_raise_runs)  # fmt: skip
-    result = evaluate.evaluate(run.model, rolls, settings, progress=progress)
-    return {"test_nll": result["nll"], "test_nll_raise": result["nll_raise"], "test_acc": result["acc"],
-            "test_acc_decoded": result["acc_decoded"], "test_eval": result}  # fmt: skip
-
-
+@cli
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m rbmsearch.train", description="Pretrain, train and evaluate one RNN-RBM.")
     parser.add_argument("--data", required=True, help="a Parquet dataset from `python -m rbmsearch.data build`")
@@ -501,13 +306,10 @@ def main(argv: list[str] | None = None) -> None:
                         help="override TrainConfig fields: --set cd_k=25 learning_rate=0.003")
     parser.add_argument("--no-test", action="store_true", help="skip the final test-split evaluation")
     args = parser.parse_args(argv)
-    try:
-        overrides = args.set + ([f"epochs={args.epochs}"] if args.epochs is not None else [])
-        config = TrainConfig().with_overrides(overrides)
-        dataset = read_dataset(args.data)
-        metrics = train(config, dataset, args.out, data_path=args.data, progress=True, evaluate_test=not args.no_test)
-    except (ConfigError, DatasetError, DivergenceError) as e:
-        raise SystemExit(f"error: {e}") from e
+    overrides = args.set + ([f"epochs={args.epochs}"] if args.epochs is not None else [])
+    config = TrainConfig().with_overrides(overrides)
+    dataset = read_dataset(args.data)
+    metrics = train(config, dataset, args.out, data_path=args.data, progress=True, evaluate_test=not args.no_test)
     summary = {k: metrics[k] for k in ("best_epoch", "test_nll", "test_nll_raise", "test_acc", "test_acc_decoded") if k in metrics}
     print(json.dumps(summary))
 

@@ -9,20 +9,17 @@ import sys
 import numpy as np
 import pytest
 
+from rbmsearch.accuracy import decoded_accuracy, expected_counts, expected_frame_accuracy, pooled_accuracy
 from rbmsearch.ais import (
     MAX_EXACT_HIDDEN,
     ais_log_z,
     ais_run,
     annealed_marginals,
     beta_schedule,
-    decoded_accuracy,
     exact_log_z,
-    expected_counts,
-    expected_frame_accuracy,
     frame_log_likelihood,
     free_energy,
     monitor_cost,
-    pooled_accuracy,
     pseudo_log_likelihood,
     raise_run,
 )

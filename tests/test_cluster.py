@@ -20,7 +20,9 @@ import pytest
 import yaml
 
 from rbmsearch.data import write_dataset
-from rbmsearch.tune import SPACES_DIR
+from rbmsearch.space import shipped_spaces
+
+SPACES_DIR = shipped_spaces()["default"].parent
 
 CLUSTER_DIR = Path(__file__).resolve().parent.parent / "cluster"
 LAUNCHER_CONFIGS = sorted(p for p in CLUSTER_DIR.glob("*.yaml") if "provider" in yaml.safe_load(p.read_text()))
@@ -183,7 +185,9 @@ def test_local_storage_on_a_head_that_runs_no_trials_fails_fast(tmp_path):
     refused before anything is written; a URI or a trial-sized node is accepted."""
     code = f"""
 import ray
-from rbmsearch.tune import SearchError, SearchSettings, check_shared_storage
+from rbmsearch.errors import SearchError
+from rbmsearch.space import SearchSettings
+from rbmsearch.tune import check_shared_storage
 ray.init(num_cpus=0, object_store_memory=80 * 2**20, include_dashboard=False, logging_level="ERROR")
 try:
     check_shared_storage({str(tmp_path / "runs")!r}, SearchSettings())

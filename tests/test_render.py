@@ -14,8 +14,9 @@ import pytest
 
 from rbmsearch.data import read_dataset, write_dataset
 from rbmsearch.midi import MIN_MIDI_PITCH, NUM_PITCHES, read_midi
-from rbmsearch.render import PNG_SIZE, RenderError, render_run, render_samples, roll_stats
-from rbmsearch.train import TrainConfig, train
+from rbmsearch.config import TrainConfig
+from rbmsearch.render import PNG_SIZE, RenderError, render_run, roll_stats
+from rbmsearch.train import train
 from test_train import TINY, toy_dataset
 
 
@@ -123,7 +124,7 @@ def test_render_cli(tiny_run, tmp_path):
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert out.returncode == 0, out.stderr
-    assert "wrote 2 samples" in out.stdout and f"python -m rbmsearch.samples {tmp_path / 'cli'}" in out.stdout
+    assert "wrote 2 samples" in out.stdout and f"python -m rbmsearch.gallery {tmp_path / 'cli'}" in out.stdout
     assert sorted(p.name for p in (tmp_path / "cli").iterdir()) == sorted(
         [f"sample_{i}.{ext}" for i in range(2) for ext in ("mid", "wav", "png")] + [f"reference.{ext}" for ext in ("mid", "wav", "png")] + ["stats.json"]
     )

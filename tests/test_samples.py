@@ -1,4 +1,4 @@
-"""rbmsearch.samples: the gallery page, its local server, and a real headless Chromium loading it."""
+"""rbmsearch.gallery: the gallery page, its local server, and a real headless Chromium loading it."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from rbmsearch.data import read_dataset, write_dataset
-from rbmsearch.samples import GalleryError, build_page, make_server
-from rbmsearch.train import TrainConfig, train
+from rbmsearch.config import TrainConfig
+from rbmsearch.gallery import GalleryError, build_page, make_server
+from rbmsearch.train import train
 from test_render import png_size
 from test_train import TINY, toy_dataset
 
@@ -101,8 +102,8 @@ def test_headless_chromium_loads_every_audio_and_image(server, run_page, tmp_pat
 
 
 def test_samples_cli_no_serve(run_page):
-    out = subprocess.run([sys.executable, "-m", "rbmsearch.samples", str(run_page.parent), "--no-serve"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    out = subprocess.run([sys.executable, "-m", "rbmsearch.gallery", str(run_page.parent), "--no-serve"], capture_output=True, text=True, timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(run_page)
-    bad = subprocess.run([sys.executable, "-m", "rbmsearch.samples", str(run_page.parent / "samples"), "--no-serve"], capture_output=True, text=True, timeout=300)  # fmt: skip
+    bad = subprocess.run([sys.executable, "-m", "rbmsearch.gallery", str(run_page.parent / "samples"), "--no-serve"], capture_output=True, text=True, timeout=300)  # fmt: skip
     assert bad.returncode != 0 and "neither an experiment directory" in bad.stderr

@@ -12,7 +12,11 @@ import pytest
 
 from rbmsearch.data import Dataset, DatasetMeta, Piece, write_dataset
 from rbmsearch.midi import NUM_PITCHES
-from rbmsearch.train import ConfigError, DivergenceError, TrainConfig, load_run, make_optimizer, make_train_step, minibatches, pad_batch, train, windows
+from rbmsearch.arrays import pad_batch
+from rbmsearch.config import TrainConfig
+from rbmsearch.errors import ConfigError, DivergenceError, RunError
+from rbmsearch.run import load_run
+from rbmsearch.train import make_optimizer, make_train_step, minibatches, train, windows
 
 TINY = dict(
     n_hidden=12,
@@ -132,7 +136,7 @@ def sticky_model():
 
 
 def test_repeat_accuracy_copies_the_previous_frame_of_each_piece():
-    from rbmsearch.evaluate import repeat_accuracy
+    from rbmsearch.accuracy import repeat_accuracy
 
     a, b = [1, 1, 0, 0], [0, 1, 1, 0]
     rolls = [np.array([a, a, b], bool), np.array([b], bool), np.zeros((0, 4), bool)]
@@ -143,7 +147,7 @@ def test_repeat_accuracy_copies_the_previous_frame_of_each_piece():
     assert repeat_accuracy([]) == 1.0 and repeat_accuracy([np.array([a], bool)]) == 0.0
 
 
-def test_nll_gap_flags_annealing_that_is_too_short(capsys):
+def test_nll_gap_flags_annealing_that_is_too_short(caplog):
     """AIS and RAISE disagree by whole nats on a sharp model with 10 temperatures, and a
     warning says so; on a weak model they agree and nothing is printed."""
     from rbmsearch.evaluate import EvalSettings, evaluate
@@ -153,14 +157,15 @@ def test_nll_gap_flags_annealing_that_is_too_short(capsys):
     settings = EvalSettings(ais_runs=4, ais_betas=10, acc_samples=1, acc_gibbs_k=1, raise_runs=4)
     sharp = evaluate(sticky_model(), rolls, settings)
     assert abs(sharp["nll_raise"] - sharp["nll"]) > 1.0 and sharp["raise_runs"] == 4
-    warning = capsys.readouterr().err
+    warning = caplog.text
     assert "not pinned down" in warning and "--ais-betas" in warning
+    caplog.clear()
     weak = evaluate(RnnRbm(ModelConfig(n_hidden=12, n_recurrent=8, init_std=0.05), seed=0), rolls, settings)
     assert abs(weak["nll_raise"] - weak["nll"]) < 0.05
-    assert "not pinned down" not in capsys.readouterr().err
+    assert "not pinned down" not in caplog.text
 
 
-def test_accuracy_mixing_gap_flags_chains_that_have_not_mixed(capsys):
+def test_accuracy_mixing_gap_flags_chains_that_have_not_mixed(caplog):
     """Chains from the true frames and from silence agree once mixed, and not before."""
     from rbmsearch.evaluate import EvalSettings, evaluate
     from rbmsearch.model import ModelConfig, RnnRbm
@@ -169,12 +174,13 @@ def test_accuracy_mixing_gap_flags_chains_that_have_not_mixed(capsys):
     settings = dict(ais_runs=2, ais_betas=10, acc_samples=2)
     stuck = evaluate(sticky_model(), rolls, EvalSettings(**settings, acc_gibbs_k=1))
     assert stuck["acc"] < 0.2 and stuck["acc_mixing_gap"] > 0.5  # the truth-started chains remember it
-    warning = capsys.readouterr().err
+    warning = caplog.text
     assert "have not mixed" in warning and "--acc-gibbs-k" in warning
+    caplog.clear()
     model = RnnRbm(ModelConfig(n_hidden=12, n_recurrent=8, init_std=0.05), seed=0)
     mixed = evaluate(model, rolls, EvalSettings(**settings, acc_gibbs_k=50))
     assert abs(mixed["acc_mixing_gap"]) < 0.03  # a weak RBM mixes in a few steps
-    assert "have not mixed" not in capsys.readouterr().err
+    assert "have not mixed" not in caplog.text
 
 
 def test_training_learns_the_toy_data(tmp_path, toy_parquet):
@@ -193,7 +199,8 @@ def test_nll_monitor_tracks_the_exact_nll(tmp_path, toy_parquet):
     """The per-epoch monitor of a trained small model against its exact NLL (log Z by enumeration)."""
     from rbmsearch import ais
     from rbmsearch.data import read_dataset
-    from rbmsearch.evaluate import MonitorSettings, conditional_rbms, monitor
+    from rbmsearch.model import conditional_rbms
+    from rbmsearch.train import MonitorSettings, monitor
 
     data = read_dataset(toy_parquet)
     train(TrainConfig(**{**TINY, "epochs": 15, "learning_rate": 0.01}), data, tmp_path / "run", evaluate_test=False)
@@ -263,7 +270,7 @@ def test_divergence_fails_at_once_naming_epoch_and_configuration(tmp_path, toy_p
 
 
 def test_load_run_names_what_is_missing(tmp_path):
-    with pytest.raises(FileNotFoundError, match="config.json: missing.*python -m rbmsearch.train"):
+    with pytest.raises(RunError, match="config.json: missing.*python -m rbmsearch.train"):
         load_run(tmp_path)
 
 
@@ -282,14 +289,14 @@ def test_train_cli_smoke(tmp_path, toy_parquet):
 
 def test_weight_decay_shrinks_weight_matrices_only():
     """One SGD step with weight_decay differs from one without by exactly -lr * wd * w on each matrix."""
-    from rbmsearch.model import RnnRbm
+    from rbmsearch.model import ModelConfig, RnnRbm
 
     rolls = toy_dataset().rolls("train")[:4]
     v, mask = pad_batch([r[:16] for r in rolls])
     after = {}
     for wd in (0.0, 0.5):
         config = TrainConfig(**{**TINY, "optimizer": "sgd", "learning_rate": 0.1, "lr_schedule": "constant", "weight_decay": wd, "clip_norm": 0.0})
-        model = RnnRbm(config.model_config(), seed=config.seed)
+        model = RnnRbm(ModelConfig.of(config), seed=config.seed)
         before = model.to_params()
         make_train_step(model, make_optimizer(config, 1), config)(v, mask, np.array([1, 2], dtype=np.int64))
         after[wd] = model.to_params()

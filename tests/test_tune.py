@@ -23,7 +23,9 @@ import pytest
 
 from rbmsearch.data import write_dataset
 from rbmsearch.midi import NUM_PITCHES, read_midi
-from rbmsearch.tune import SPACES_DIR, SearchSpaceError, load_space
+from rbmsearch.space import SearchSpaceError, load_space, shipped_spaces
+
+SPACES_DIR = shipped_spaces()["default"].parent
 from test_train import toy_dataset
 
 SMOKE = SPACES_DIR / "smoke.yaml"
@@ -181,7 +183,7 @@ def test_single_trial_runs_without_ray(tmp_path, toy_parquet):
     assert f"best.json: {tmp_path / 'one/best.json'}" in out.stdout
     run = tmp_path / "one/run"
     assert sorted(p.name for p in (run / "samples").glob("sample_*")) == [f"sample_{i}.{e}" for i in range(2) for e in ("mid", "png", "wav")]
-    assert (run / "index.html").is_file() and f"view them: python -m rbmsearch.samples {run}" in out.stdout
+    assert (run / "index.html").is_file() and f"view them: python -m rbmsearch.gallery {run}" in out.stdout
 
 
 # ---------------------------------------------------------------------------- searches on Ray

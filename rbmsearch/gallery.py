@@ -1,6 +1,6 @@
 """A gallery page of the best samples, served locally; the viewing stage.
 
-    python -m rbmsearch.samples EXPERIMENT_OR_RUN_DIR [--port P] [--no-serve]
+    python -m rbmsearch.gallery EXPERIMENT_OR_RUN_DIR [--port P] [--no-serve]
 
 Writes `index.html` (and `learning_curves.png`) into the directory, then serves the directory
 on 127.0.0.1 and prints the URL (`--no-serve`: prints the page's path instead). Only files
@@ -22,19 +22,17 @@ import html
 import http.server
 import json
 import os
-import sys
 import urllib.parse
 from pathlib import Path
 
-from rbmsearch.render import RenderError, render_run
+from rbmsearch.console import cli
+from rbmsearch.errors import GalleryError
+from rbmsearch.files import write_text
+from rbmsearch.render import render_run
 
 __all__ = ["GalleryError", "build_page", "make_server", "serve"]
 
 TOP_CURVES = 10  # learning curves drawn on the page
-
-
-class GalleryError(ValueError):
-    """The directory is neither an experiment nor a run directory; the message says what to pass."""
 
 
 def _read_json(path: Path):
@@ -175,11 +173,7 @@ def build_page(directory: str | os.PathLike) -> Path:
             body.append(f'<h2>Learning curve</h2><img src="{curve}" alt="learning curve">')
         body.append(_samples_section(directory, folder, "Samples"))
     page = f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>rbmsearch: {html.escape(directory.name)}</title><style>{STYLE}</style></head><body>{"".join(body)}{MEDIA_CHECK}</body></html>\n'  # fmt: skip
-    path = directory / "index.html"
-    tmp = path.with_name(".index.html.tmp")
-    tmp.write_text(page)
-    os.replace(tmp, path)
-    return path
+    return write_text(directory / "index.html", page)
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
@@ -218,17 +212,14 @@ def serve(directory: str | os.PathLike, port: int = 8000) -> None:
         server.server_close()
 
 
+@cli
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m rbmsearch.samples", description="Build and serve the gallery of a search or a run.")
+    parser = argparse.ArgumentParser(prog="python -m rbmsearch.gallery", description="Build and serve the gallery of a search or a run.")
     parser.add_argument("directory", help="an experiment directory (rbmsearch.tune) or a run directory (rbmsearch.train)")
     parser.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0 picks a free one)")
     parser.add_argument("--no-serve", action="store_true", help="write the page and print its path")
     args = parser.parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    try:
-        page = build_page(args.directory)
-    except (GalleryError, RenderError, FileNotFoundError) as e:
-        raise SystemExit(f"error: {e}") from e
+    page = build_page(args.directory)
     if args.no_serve:
         print(page)
         return
@@ -239,4 +230,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -1,0 +1,5 @@
+"""`python -m rbmsearch STAGE ...`: the `rbmsearch` command."""
+
+from rbmsearch.cli import main
+
+main()

@@ -1,0 +1,127 @@
+"""`TrainConfig`: everything that defines one trial, as a frozen dataclass with defaults.
+
+Every stage reads a configuration from here: `train` trains it, `run` saves it in a run
+directory's config.json and rebuilds the model from it, `space` checks a search space
+against it. An unknown key or a bad value raises ConfigError naming it. Why each default is
+what it is: docs/results.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import asdict, dataclass
+
+from rbmsearch.errors import ConfigError
+
+__all__ = ["AIS_BETAS", "AIS_RUNS", "LR_SCHEDULES", "MONITORS", "OPTIMIZERS", "RNN_TYPES", "TrainConfig"]
+
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+LR_SCHEDULES = ("constant", "cosine", "exponential")
+MONITORS = ("raise", "nll", "pll")  # the per-epoch validation scores; see rbmsearch.train.monitor
+AIS_RUNS = 100  # AIS runs per conditional RBM, as Boulanger-Lewandowski et al. (2012)
+AIS_BETAS = 1000  # AIS temperatures; enough for JSB-like models, not for sharp ones (docs/evaluation.md)
+RNN_TYPES = ("tanh", "lstm", "gru")  # "tanh" is the paper's RNN; see rbmsearch.model
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines one trial. Defaults: the documented JSB configuration."""
+
+    # Sizes, CD steps and learning rate: the best trial of a search on JSB, which beat the
+    # paper's size (docs/results.md, "The default configuration").
+    n_hidden: int = 216
+    n_recurrent: int = 43
+    rnn: str = "tanh"  # "tanh" is the paper's RNN; "lstm" and "gru" are variants
+    init_std: float = 0.01
+    # RBM pretraining on shuffled frames, so the RNN starts from a sensible RBM.
+    pretrain_epochs: int = 3
+    pretrain_cd_k: int = 1
+    pretrain_learning_rate: float = 0.01
+    pretrain_batch_frames: int = 100
+    epochs: int = 100  # 200 gain a little NLL for twice the time (docs/results.md)
+    cd_k: int = 3  # Gibbs steps per frame in CD-k; the paper's 15 scored worse (docs/results.md)
+    window: int = 50  # frames per training window; 0 trains on whole sequences
+    batch_size: int = 16  # windows per minibatch
+    optimizer: str = "adam"
+    learning_rate: float = 1e-2
+    lr_schedule: str = "cosine"  # "cosine" anneals to 0 over `epochs`; "exponential" uses lr_decay
+    lr_decay: float = 0.97  # per epoch, for lr_schedule="exponential"
+    momentum: float = 0.9  # for optimizer="sgd"
+    clip_norm: float = 10.0  # global gradient-norm clipping, a safety net at this learning rate; 0 turns it off
+    dropout: float = 0.0  # on the history the RNN reads and on u_{t-1}; see RnnRbm.cd_loss
+    weight_decay: float = 0.0  # L2 penalty (weight_decay / 2) * ||w||^2 on the weight matrices, not the biases
+    seed: int = 0
+    # The per-epoch validation score that picks the best epoch (rbmsearch.train.monitor):
+    # "raise", because it errs high where "nll" (AIS) errs low by whole nats on sharp models
+    # and "pll" can fall while the NLL rises (docs/evaluation.md, "The monitor").
+    monitor: str = "raise"
+    monitor_frames: int = 200
+    monitor_ais_runs: int = 4
+    monitor_ais_betas: int = 200
+    # The test evaluation at the end (rbmsearch.evaluate): AIS with the paper's 100 runs.
+    eval_ais_runs: int = AIS_RUNS
+    eval_ais_betas: int = AIS_BETAS
+    eval_acc_samples: int = 10
+    eval_acc_gibbs_k: int = 1000  # Gibbs steps per accuracy sample, enough to mix (EvalSettings.acc_gibbs_k)
+    eval_raise_runs: int = 10  # reverse-AIS runs per frame for test_nll_raise (EvalSettings.raise_runs)
+
+    def __post_init__(self):
+        positive = ["n_hidden", "n_recurrent", "pretrain_cd_k", "pretrain_batch_frames", "epochs", "cd_k", "batch_size",
+                    "eval_ais_runs", "eval_acc_samples", "eval_acc_gibbs_k", "eval_raise_runs", "monitor_frames", "monitor_ais_runs"]  # fmt: skip
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"A positive int must be specified for {name}, but got {value!r}.")
+        for name in ("pretrain_epochs", "window", "seed"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"A non-negative int must be specified for {name}, but got {value!r}.")
+        for name in ("learning_rate", "pretrain_learning_rate", "init_std"):
+            value = getattr(self, name)
+            if not isinstance(value, int | float) or not 0 < value < math.inf:
+                raise ConfigError(f"A positive finite value must be specified for {name}, but got {value!r}.")
+        if not 0 < self.lr_decay <= 1 or not 0 <= self.momentum < 1 or not 0 <= self.clip_norm < math.inf:
+            raise ConfigError(
+                f"lr_decay must be in (0, 1], momentum in [0, 1) and clip_norm >= 0, but got "
+                f"{self.lr_decay!r}, {self.momentum!r} and {self.clip_norm!r}."
+            )
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float) or not 0 <= self.dropout < 1:
+            raise ConfigError(f"A value in [0, 1) must be specified for dropout, but got {self.dropout!r}.")
+        if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, int | float) or not 0 <= self.weight_decay < math.inf:
+            raise ConfigError(f"A finite value >= 0 must be specified for weight_decay, but got {self.weight_decay!r}.")
+        for name in ("eval_ais_betas", "monitor_ais_betas"):
+            if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int) or getattr(self, name) < 2:
+                raise ConfigError(f"An int >= 2 must be specified for {name}, but got {getattr(self, name)!r}.")
+        choices = (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES), ("rnn", RNN_TYPES), ("monitor", MONITORS))
+        for name, allowed in choices:
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"One of {allowed} must be specified for {name}, but got {getattr(self, name)!r}.")
+
+    @classmethod
+    def from_dict(cls, values: dict, where: str = "the configuration") -> TrainConfig:
+        """Build from a dict, refusing unknown keys by name (typos must not pass silently)."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - set(fields))
+        if unknown:
+            raise ConfigError(f"Unknown key(s) {unknown} in {where}; known keys are {sorted(fields)}.")
+        return cls(**values)
+
+    def with_overrides(self, assignments: list[str]) -> TrainConfig:
+        """Apply `key=value` strings (values parsed as JSON, else kept as strings)."""
+        values = asdict(self)
+        for item in assignments:
+            key, sep, raw = item.partition("=")
+            if not sep:
+                raise ConfigError(f"--set expects key=value, but got {item!r}.")
+            if key not in values:
+                raise ConfigError(f"Unknown key {key!r} in --set {item}; known keys are {sorted(values)}.")
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError:
+                value = raw
+            if isinstance(values[key], float) and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            values[key] = value
+        return TrainConfig.from_dict(values, "--set")

@@ -1,0 +1,1 @@
+"""The search spaces that ship with rbmsearch (installed as `rbmsearch.search_spaces`)."""
