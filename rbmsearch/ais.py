@@ -476,8 +476,8 @@ def raise_run(
     T_1 .. T_K forward), a proper distribution that tends to the RBM as the temperatures
     grow; its log, averaged over runs, is biased low. For frames typical of the model
     (held-out data of a good model) the annealing model is also less likely than the RBM,
-    so the NLL looks worse than it is: on 200 JSB frames 6.23 with 100 temperatures and
-    6.03 with 1000, where AIS gives 6.03. For frames the model finds unlikely the annealing
+    so the NLL looks worse than it is, the more so the fewer the temperatures (docs/results.md,
+    3.2). For frames the model finds unlikely the annealing
     model, blurred towards the base, can be the more likely one. Where AIS and RAISE agree
     the NLL is pinned; where they do not, the model needs more temperatures than were run.
     The returned log_z is the log Z that RAISE's likelihood implies, so

@@ -2,23 +2,12 @@
 
     python -m rbmsearch.bench NAME [options]      # NAME: data, train, generate, tune, render
 
-Each benchmark prints progress to stderr and ends with its figures as one JSON line on
-stdout, so scripts can read the result (`... | tail -1 | jq`).
-
-- `data --source SRC`: import a source (a MIDI folder, a .pickle, or bach-chorales) into a
-  temporary Parquet file; report files_per_s and frames_per_s for the import, and load_s,
-  the time to read that Parquet back into arrays.
-- `train --source SRC`: training throughput (frames_per_s) of full CD-k steps (RNN forward,
-  Gibbs chains, back-propagation through time, optimizer update) at the paper's size on the
-  training split of SRC, with `roofline_fraction`: the achieved FLOP rate over this
-  machine's float32 matrix-multiply rate, measured in the same run.
-- `generate`: frames_per_s of generation with 25 Gibbs steps per frame, for one chain and for
-  16 chains in one batch.
-- `tune --source SRC`: what Ray Tune adds beyond training (overhead_s, overhead_fraction) and
-  trials per hour with 2 concurrent trials against one at a time.
-- `render`: seconds to render 8 samples of 256 steps as MIDI, WAV and PNG from a paper-size
-  run directory, and the time and peak memory of building the gallery page of a 50-trial
-  search (three trials rendered, as a search leaves it).
+Each benchmark logs progress to stderr and ends with its figures as one JSON line on stdout.
+`data`: import speed and Parquet load time. `train`: training frames/s of full CD-k steps at
+the paper's size, with the fraction of this machine's matmul rate. `generate`: generation
+frames/s, one chain and 16 in a batch. `tune`: Ray Tune's overhead per trial, and concurrent
+against sequential trials per hour. `render`: rendering 8 samples, and building a 50-trial
+gallery page. Measured figures and their commands: docs/results.md.
 """
 
 from __future__ import annotations
@@ -32,6 +21,7 @@ import time
 from pathlib import Path
 
 from rbmsearch.console import cli
+from rbmsearch.files import write_json
 
 # The paper's model for JSB (88 visible, 150 hidden, 100 recurrent, CD-15): the size the
 # throughput targets are stated for, whatever TrainConfig's defaults are.
@@ -208,8 +198,8 @@ def bench_render(args: argparse.Namespace) -> dict:
                            "checkpoint": None, "history": history})  # fmt: skip
             if i < 3:
                 shutil.copytree(tmp / "samples", exp / "samples" / f"trial_t{i:03d}")
-        (exp / "trials.json").write_text(json.dumps(trials))
-        (exp / "best.json").write_text(json.dumps({"trial_id": "t000", "metrics": trials[0]["best"], "config": {"n_hidden": 100}}))
+        write_json(exp / "trials.json", trials)
+        write_json(exp / "best.json", {"trial_id": "t000", "metrics": trials[0]["best"], "config": {"n_hidden": 100}})
         tracemalloc.start()
         start = time.perf_counter()
         build_page(exp)
@@ -267,16 +257,12 @@ def bench_tune(args: argparse.Namespace) -> dict:
     (reports and checkpoint uploads excluded): process start-up, imports, scheduling,
     checkpointing. The sequential search gives each trial all the machine's cores.
     """
-    import ray
-
-    from rbmsearch.tune import _init_ray, run_search
+    from rbmsearch.tune import ray_session, run_search
 
     cpus = os.cpu_count() or 1
     start = time.perf_counter()
-    started = _init_ray(None)
-    init_s = time.perf_counter() - start
-    figures: dict = {"source": args.source, "trials": args.trials, "epochs": args.epochs, "ray_init_s": round(init_s, 2)}
-    try:
+    with ray_session():
+        figures: dict = {"source": args.source, "trials": args.trials, "epochs": args.epochs, "ray_init_s": round(time.perf_counter() - start, 2)}
         with tempfile.TemporaryDirectory(prefix="rbmsearch-bench-") as storage:
             for label, concurrent, per_trial in (("sequential", 1, float(cpus)), ("concurrent", args.concurrent, max(1.0, cpus / args.concurrent))):
                 space = _benchmark_space(args, concurrent, per_trial)
@@ -294,13 +280,10 @@ def bench_tune(args: argparse.Namespace) -> dict:
                     "busy_fraction": round(train_s / (wall * concurrent), 3),  # of the trial slots
                     "errors": results.num_errors,
                 }
-        seq, par = figures["sequential"], figures["concurrent"]
-        figures["overhead_fraction"] = round(seq["overhead_s"] / seq["wall_s"], 3)
-        figures["overhead_s_per_trial"] = round(seq["overhead_s"] / args.trials, 2)
-        figures["speedup"] = round(par["trials_per_hour"] / seq["trials_per_hour"], 2)
-    finally:
-        if started:
-            ray.shutdown()
+    seq, par = figures["sequential"], figures["concurrent"]
+    figures["overhead_fraction"] = round(seq["overhead_s"] / seq["wall_s"], 3)
+    figures["overhead_s_per_trial"] = round(seq["overhead_s"] / args.trials, 2)
+    figures["speedup"] = round(par["trials_per_hour"] / seq["trials_per_hour"], 2)
     return figures
 
 

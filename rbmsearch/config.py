@@ -30,7 +30,7 @@ class TrainConfig:
     """Everything that defines one trial. Defaults: the documented JSB configuration."""
 
     # Sizes, CD steps and learning rate: the best trial of a search on JSB, which beat the
-    # paper's size (docs/results.md, "The default configuration").
+    # paper's size (docs/results.md, section 1).
     n_hidden: int = 216
     n_recurrent: int = 43
     rnn: str = "tanh"  # "tanh" is the paper's RNN; "lstm" and "gru" are variants
@@ -40,8 +40,8 @@ class TrainConfig:
     pretrain_cd_k: int = 1
     pretrain_learning_rate: float = 0.01
     pretrain_batch_frames: int = 100
-    epochs: int = 100  # 200 gain a little NLL for twice the time (docs/results.md)
-    cd_k: int = 3  # Gibbs steps per frame in CD-k; the paper's 15 scored worse (docs/results.md)
+    epochs: int = 100  # 200 gain a little NLL for twice the time (docs/results.md, 1.3)
+    cd_k: int = 3  # Gibbs steps per frame in CD-k; the paper's 15 scored worse (docs/results.md, 1.3)
     window: int = 50  # frames per training window; 0 trains on whole sequences
     batch_size: int = 16  # windows per minibatch
     optimizer: str = "adam"
@@ -55,7 +55,7 @@ class TrainConfig:
     seed: int = 0
     # The per-epoch validation score that picks the best epoch (rbmsearch.train.monitor):
     # "raise", because it errs high where "nll" (AIS) errs low by whole nats on sharp models
-    # and "pll" can fall while the NLL rises (docs/evaluation.md, "The monitor").
+    # and "pll" can fall while the NLL rises (docs/evaluation.md, "The per-epoch monitor").
     monitor: str = "raise"
     monitor_frames: int = 200
     monitor_ais_runs: int = 4

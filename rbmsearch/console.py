@@ -7,6 +7,7 @@ one-line message and exit status 1; anything else is a bug and keeps its traceba
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -25,26 +26,28 @@ class _Formatter(logging.Formatter):
         return text if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {text}"
 
 
-def _setup_logging() -> None:
-    logger = logging.getLogger("rbmsearch")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(_Formatter())
-        logger.addHandler(handler)
-        logger.setLevel(logging.INFO)
-    # TensorFlow's C++ start-up banners (oneDNN, CUDA probing) are noise on a terminal.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
 def cli(main: Callable[[list[str] | None], None]) -> Callable[[list[str] | None], None]:
     """Wrap a stage's `main(argv)`: logging to stderr, and `error: MESSAGE` for domain errors."""
 
+    @functools.wraps(main)
     def wrapped(argv: list[str] | None = None) -> None:
-        _setup_logging()
+        # TensorFlow's C++ start-up banners (oneDNN, CUDA probing) are noise on a terminal.
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        logger = logging.getLogger("rbmsearch")
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_Formatter())
+        # Only this handler while the command runs: libraries that configure the root logger
+        # (logging.basicConfig) would print every message a second time.
+        saved = logger.level, logger.propagate
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
         try:
             main(argv)
         except RbmsearchError as e:
             raise SystemExit(f"error: {e}") from e
+        finally:
+            logger.removeHandler(handler)
+            logger.level, logger.propagate = saved
 
-    wrapped.__doc__, wrapped.__name__, wrapped.__wrapped__ = main.__doc__, main.__name__, main
     return wrapped

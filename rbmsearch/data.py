@@ -3,25 +3,12 @@
     python -m rbmsearch.data build --source SRC --out OUT.parquet [options]
     python -m rbmsearch.data info FILE.parquet
 
-SRC is a folder of MIDI files (searched recursively), a benchmark pickle such as
-`JSB Chorales.pickle`, or `bach-chorales`, the chorales that the `music21` package ships.
-Every stage after this one reads only the Parquet file this writes.
-
-Parquet schema (version `SCHEMA_VERSION`), one row per piece:
-
-    piece    string                 name: the relative path, the music21 corpus name, or split/index
-    split    string                 "train", "valid" or "test"
-    steps    int32                  number of time steps
-    pitches  list<list<int8>>       per step, the sounding MIDI pitches, ascending
-
-The schema metadata key `rbmsearch` holds JSON: `schema_version`, `steps_per_quarter` (the
-time grid), `qpm` (a tempo to play it back at), `min_pitch`/`max_pitch` (the roll's pitch
-range), `source`, `transposed`. Files are written to a temporary name and renamed, so a
-failed build never leaves a broken file or replaces a good one.
-
-Splits: a folder is split by a hash of each file's relative path, so a file keeps its split
-when others are added; pickles keep their own splits; the chorales are split by the same hash
-of their corpus name.
+SRC is a folder of MIDI files, a benchmark pickle (`JSB Chorales.pickle`) or `bach-chorales`
+(music21's corpus). Writes one row per piece: `piece` string, `split` string (train, valid,
+test), `steps` int32, `pitches` list<list<int8>> (per step, the sounding MIDI pitches); the
+schema metadata key `rbmsearch` holds JSON (`DatasetMeta`: schema_version, steps_per_quarter,
+qpm, min_pitch, max_pitch, source, transposed). Folders and the chorales are split by a hash
+of each name, so a piece keeps its split; pickles keep theirs. Every later stage reads only this file.
 """
 
 from __future__ import annotations

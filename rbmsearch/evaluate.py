@@ -39,11 +39,11 @@ class EvalSettings:
     ais_betas: int = AIS_BETAS  # temperatures; too few flatter sharp models (docs/evaluation.md)
     acc_samples: int = 10
     # Gibbs steps per predicted frame, from silence: generation's 25 do not mix, 1000 do
-    # (docs/evaluation.md, "acc"); `acc_mixing_gap` checks it on every evaluation.
+    # (docs/evaluation.md, "Sampled"); `acc_mixing_gap` checks it on every evaluation.
     acc_gibbs_k: int = 1000
     seed: int = 0
     # RAISE runs per frame for `nll_raise`, a tenth of AIS's cost: fewer runs only make it
-    # more cautious (docs/results.md, "RAISE runs").
+    # more cautious (docs/results.md, 3.2).
     raise_runs: int = 10
 
 

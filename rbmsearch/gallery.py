@@ -1,17 +1,12 @@
-"""A gallery page of the best samples, served locally; the viewing stage.
+"""The gallery: a page of the best samples, served locally; the viewing stage.
 
     python -m rbmsearch.gallery EXPERIMENT_OR_RUN_DIR [--port P] [--no-serve]
 
-Writes `index.html` (and `learning_curves.png`) into the directory, then serves the directory
-on 127.0.0.1 and prints the URL (`--no-serve`: prints the page's path instead). Only files
-inside the directory are served; a path that leaves it (`../`, or a symlink out) is refused.
-
-An experiment directory (`rbmsearch.tune`) shows the best trial's configuration and metrics,
-the learning curves of the top trials, the search plots (history.png, importance.png), and
-for each top trial with rendered samples (`samples/trial_<id>/`, from `rbmsearch.render`)
-its samples as audio players, piano-roll pictures and MIDI links, next to a training piece.
-A run directory (`rbmsearch.train`) shows the same for its one model; its samples are
-rendered into RUN_DIR/samples/ first if they are not there yet.
+Writes `index.html` (and `learning_curves.png`) into an experiment directory (`rbmsearch.tune`)
+or a run directory (`rbmsearch.train`; its samples are rendered first if missing), then serves
+the directory on 127.0.0.1 only: a path that leaves it is refused. The page shows the best
+configuration and metrics, learning curves, the search plots, and each rendered trial's
+samples as players, piano rolls and MIDI links beside a training piece.
 """
 
 from __future__ import annotations
@@ -27,7 +22,7 @@ from pathlib import Path
 
 from rbmsearch.console import cli
 from rbmsearch.errors import GalleryError
-from rbmsearch.files import write_text
+from rbmsearch.files import atomic_write, write_text
 from rbmsearch.render import render_run
 
 __all__ = ["GalleryError", "build_page", "make_server", "serve"]
@@ -80,7 +75,7 @@ def _curves_png(directory: Path, curves: dict[str, dict[int, float]], ylabel: st
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(directory / "learning_curves.png")
+    atomic_write(directory / "learning_curves.png", lambda tmp: fig.savefig(tmp, format="png"))
     plt.close(fig)
     return "learning_curves.png"
 

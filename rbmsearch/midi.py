@@ -2,31 +2,13 @@
 
     python -m rbmsearch.midi FILE.mid [--steps-per-quarter N]   # print what a file holds
 
-Reads a MIDI file (type 0 or 1) into the project's one piano-roll layout: a `(steps, 88)`
-array of booleans, row = time step, column = pitch - MIN_MIDI_PITCH (piano keys 21..108).
-Writes such a roll back to a MIDI file. Nothing here touches the disk except the two file
-functions, and nothing has side effects at import.
-
-Decisions a user may need to know:
-
-* **Time grid in ticks.** A step is `ticks_per_beat / steps_per_quarter` ticks, so the grid
-  follows the score (quarter notes), not the clock: tempo changes do not move notes. Step i
-  holds the pitches sounding a quarter step after grid point i (`SAMPLE_LAG`), so notes
-  played a little late or held a little long land on the intended steps. A note that sounds
-  at no sampling point is dropped and counted in `MidiRoll.too_short`; at one step per
-  quarter this drops passing eighths, which is how the JSB benchmark was sampled.
-* **Channels.** All channels of all tracks are merged, except General MIDI drums (channel 10,
-  `DRUM_CHANNEL == 9` zero-based), which are left out unless `include_drums=True`: drum
-  "pitches" are instruments, not notes.
-* **Note pairing.** A note-on with velocity 0 is a note-off. Several note-ons of the same
-  pitch and channel may be open at once (overlaps); each note-off closes the earliest one
-  (first in, first out, as pretty-midi does). A note never closed is ended at the end of the
-  file and counted in `MidiRoll.unterminated`.
-* **Repeated notes.** A binary roll shows which pitches sound, not when they are struck, so a
-  note struck again right as it ends merges with it into one held note. `write_midi` turns
-  every maximal run of `True` into one note, so roll -> MIDI -> roll is exact, while
-  MIDI -> roll -> MIDI loses such re-strikes. `MidiRoll.merged_restrikes` counts them.
-* **Range.** Pitches outside 21..108 are dropped and counted in `MidiRoll.out_of_range`.
+Reads a MIDI file (type 0 or 1) into the one piano-roll layout, a `(steps, 88)` bool array
+(row = time step, column = pitch - MIN_MIDI_PITCH), and writes such a roll back. The rules
+(README, "Data"): the grid is in ticks, so tempo changes move no notes; step i samples the
+music `SAMPLE_LAG` of a step after its grid point, as JSB was sampled; all channels merge
+except General MIDI drums; velocity-0 note-ons are note-offs and overlaps of one pitch close
+first in, first out; a note struck again as it ends merges into one held note, so
+roll -> MIDI -> roll is exact. What was dropped or merged is counted in `MidiRoll`.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The RNN-RBM of Boulanger-Lewandowski, Bengio & Vincent, in TensorFlow 2.
 
-    python -m rbmsearch.model [--rnn tanh|lstm|gru]   # devices, parameter shapes (~5 s)
+    python -m rbmsearch.model [--rnn tanh|lstm|gru]   # devices and parameter shapes (loads TensorFlow)
 
 Reference: N. Boulanger-Lewandowski, Y. Bengio, P. Vincent, "Modeling Temporal Dependencies
 in High-Dimensional Sequences: Application to Polyphonic Music Generation and
@@ -58,9 +58,9 @@ Speed. Training: teacher forcing means every frame's biases come from the RNN ru
 TRUE frames, so the only sequential part is a cheap (B, n_u) @ (n_u, n_u) recurrence
 (`tf.scan`); the input projections, the bias projections and the k Gibbs steps of all N real
 frames of the batch run in parallel as big (N, n_v) @ (n_v, n_h) matmuls. Padding is dropped
-before the chain, and `cd_loss` is meant for a plain `tf.function`: measured on CPU, XLA's
-Philox sampler is ~2x slower than TF's kernel and XLA's gradient of the scan ~4x slower.
-Generation is sequential, so there XLA wins: the frame loop runs as one compiled program.
+before the chain, and `cd_loss` is meant for a plain `tf.function` (on a CPU, XLA's sampler
+and its gradient of the scan were slower). Generation is sequential, so there XLA wins: the
+frame loop runs as one compiled program.
 """
 
 from __future__ import annotations

@@ -3,20 +3,11 @@
     python -m rbmsearch.render RUN_DIR --out DIR [--num N] [--steps T] [--seed S] [--primer PIECE]
                                [--data DATA] [--synth auto|fluidsynth|builtin]
 
-Reads a run directory (`rbmsearch.run`: config.json + params.npz; no training flags) and,
-for the reference piece and the statistics, the dataset it was trained on (recorded in
-config.json, or `--data`). Writes into DIR:
-
-    sample_<i>.mid / .wav / .png   each sample: MIDI at the dataset's grid and tempo, audio,
-                                   and a piano-roll picture
-    reference.mid / .wav / .png    a training piece of the same length, to compare against
-                                   (the primer piece, if one is given)
-    stats.json                     statistics of the samples and of the training data side
-                                   by side (see `roll_stats`), and what was rendered how
-
-Audio: FluidSynth with a General MIDI soundfont when both are installed (Debian `fluidsynth`
-and `fluid-soundfont-gm`), else a small built-in synthesizer (decaying piano-like partials),
-so that audio always works. Every file is written to a temporary name and renamed.
+Reads a run directory (`rbmsearch.run`) and, for a reference piece and statistics, its dataset.
+Writes into DIR `sample_<i>.mid/.wav/.png` (the dataset's grid and tempo), `reference.*` (a
+training piece of the same length, or the primer) and `stats.json` (`roll_stats` of the
+samples beside the training data's). Audio: FluidSynth with a General MIDI soundfont when
+installed, else a small built-in synthesizer. Every file is written atomically.
 """
 
 from __future__ import annotations

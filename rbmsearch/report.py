@@ -24,7 +24,7 @@ from typing import Any
 
 from rbmsearch.data import Dataset
 from rbmsearch.errors import GalleryError, RenderError, RunError, SearchError
-from rbmsearch.files import write_json
+from rbmsearch.files import atomic_write, write_json
 from rbmsearch.space import SearchSettings, SearchSpace
 from rbmsearch.storage import is_uri, upload
 
@@ -140,7 +140,7 @@ def save_plots(study, out_dir: Path) -> dict[str, str]:
             log.warning("%s: %s", filename, warning.message)
         ax.figure.set_size_inches(8, 5)
         ax.figure.tight_layout()
-        ax.figure.savefig(out_dir / filename, dpi=100)
+        atomic_write(out_dir / filename, lambda tmp: ax.figure.savefig(tmp, dpi=100, format="png"))
         plt.close(ax.figure)
         made[filename] = str(out_dir / filename)
     return made

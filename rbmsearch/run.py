@@ -87,13 +87,13 @@ def load_run(run_dir: str | os.PathLike) -> Run:
 
     Raises RunError naming the file when one is missing, truncated or of the wrong shape.
     """
-    from rbmsearch.model import ModelConfig, RnnRbm
-
     run_dir = Path(run_dir)
     if not (run_dir / CONFIG_FILE).is_file():
         raise RunError(run_dir / CONFIG_FILE, f"missing, so {run_dir} is not a finished run directory; {_fix(run_dir)}")
     config, data = read_config(run_dir)
     params = _read_params(run_dir / PARAMS_FILE, run_dir)
+    from rbmsearch.model import ModelConfig, RnnRbm  # TensorFlow, only once the files are good
+
     model = RnnRbm(ModelConfig.of(config), seed=config.seed)
     try:
         model.load_params(params)

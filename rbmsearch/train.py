@@ -79,7 +79,7 @@ def minibatches(rolls: list[np.ndarray], config: TrainConfig, rng: np.random.Gen
 
 @dataclass(frozen=True)
 class MonitorSettings:
-    kind: str = "raise"  # one of MONITORS; why RAISE: docs/evaluation.md, "The monitor"
+    kind: str = "raise"  # one of MONITORS; why RAISE: docs/evaluation.md, "The per-epoch monitor"
     frames: int = 200  # an even spread of the split, the same frames every epoch
     ais_runs: int = 4
     ais_betas: int = 200

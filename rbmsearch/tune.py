@@ -16,6 +16,7 @@ proposes configurations, a ConcurrencyLimiter bounds them, ASHA stops weak ones 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -36,13 +37,13 @@ from rbmsearch.space import DEFAULT_SPACE, SearchSettings, SearchSpace, load_spa
 from rbmsearch.storage import is_uri, read_text, storage_root, store_text
 from rbmsearch.train import train
 
-__all__ = ["check_shared_storage", "finish", "network_filesystem", "run_search", "run_trial", "single_trial"]
+__all__ = ["check_shared_storage", "finish", "network_filesystem", "ray_session", "run_search", "run_trial", "single_trial"]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_STORAGE = "runs"
 # Gibbs steps per predicted frame for the per-epoch valid_acc: generation's 25, cheap but
-# not mixed, so it reads below `evaluate`'s accuracy (docs/evaluation.md, "acc").
+# not mixed, so it reads below `evaluate`'s accuracy (docs/evaluation.md, "Sampled").
 ACC_GIBBS_K = 25
 SEARCH_FILE = "search.json"
 
@@ -221,15 +222,20 @@ def _trial_name(trial) -> str:
     return f"trial_{trial.trial_id}"
 
 
-def _init_ray(address: str | None) -> bool:
-    """Connect to `address` (or $RAY_ADDRESS), else start a local Ray. Returns True if this call started it."""
+@contextlib.contextmanager
+def ray_session(address: str | None = None):
+    """Ray for the duration of a with-block: joins `address` (or $RAY_ADDRESS), else starts a
+    local Ray; shuts down only a Ray that it started."""
     import ray
 
-    if ray.is_initialized():
-        return False
-    address = address or os.environ.get("RAY_ADDRESS")
-    ray.init(address=address or "local")
-    return True
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local")
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def _path_exists(path: str) -> bool:
@@ -341,8 +347,7 @@ def run_search(
             raise SearchError(f"{experiment} already holds an experiment; continue it with --resume, or choose another --name.")
     dataset, data_path = open_data(data, progress)
     settings = space.settings
-    started_ray = _init_ray(address)
-    try:
+    with ray_session(address):
         check_shared_storage(storage, settings)  # before anything is written there
         if not resume:
             saved = {"space_name": space.name, "space_file": space.where, "space": space.to_dict(), "data": data_path, "created": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
@@ -399,9 +404,6 @@ def run_search(
         if finish_search:
             finish(experiment, results=results, dataset=dataset)
         return experiment, results
-    finally:
-        if started_ray:
-            ray.shutdown()
 
 
 def _saved_statuses(experiment: str) -> list[str]:
@@ -482,6 +484,7 @@ def finish(experiment_dir: str, results=None, dataset: Dataset | None = None) ->
 
     `results` (a ResultGrid) and `dataset` are read from the experiment when not given.
     """
+    experiment_dir = storage_root(experiment_dir)  # Ray reads experiments by absolute path or URI
     saved = _read_search_file(experiment_dir)
     space = SearchSpace.from_dict(saved["space"], f"{experiment_dir}/{SEARCH_FILE}", saved["space_name"])
     if results is None:
