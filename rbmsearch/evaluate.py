@@ -1,6 +1,7 @@
 """Score a run directory honestly: AIS/RAISE log-likelihood and frame-level accuracy.
 
-    python -m rbmsearch.evaluate RUN_DIR [--data DATA.parquet] [--split test] [--ais-runs 100] [--ais-betas 1000] [--raise-runs 10]
+    python -m rbmsearch.evaluate RUN_DIR [--data DATA.parquet] [--split test] [--ais-runs 100] [--ais-betas 1000]
+                                 [--raise-runs 10] [--acc-samples 10] [--acc-gibbs-k 1000] [--seed 0]
 
 Reads a run directory (`rbmsearch.run`) and its dataset; prints one JSON object with `nll`
 (nats per frame, AIS with 100 runs as in Boulanger-Lewandowski et al., ICML 2012),

@@ -79,7 +79,7 @@ def _read_params(path: Path, run_dir: Path) -> dict[str, np.ndarray]:
     except (zipfile.BadZipFile, EOFError, OSError) as e:
         raise RunError(path, f"is not a readable .npz file ({e}), perhaps truncated; {_fix(run_dir)}") from e
     except ValueError as e:  # object arrays: refused, never unpickled
-        raise RunError(path, f"holds something other than plain arrays and is refused ({e}); {_fix(run_dir)}") from e
+        raise RunError(path, f"holds object arrays, which only a pickle can load, so it is refused; {_fix(run_dir)}") from e
 
 
 def load_run(run_dir: str | os.PathLike) -> Run:

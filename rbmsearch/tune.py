@@ -1,6 +1,6 @@
 """Search RNN-RBM hyperparameters with Ray Tune and Optuna; the search stage.
 
-    python -m rbmsearch.tune [--data D] [--space NAME_OR_FILE] [--num-samples N] [--max-epochs E] [--time-budget MINUTES]
+    python -m rbmsearch.tune [--data D] [--space NAME_OR_FILE] [--num-samples N] [--max-epochs E] [--max-concurrent M] [--time-budget MINUTES]
                              [--cpus-per-trial C] [--gpus-per-trial G] [--storage P] [--name X] [--resume] [--address A] [--single-trial]
 
 Reads a dataset (`--data`: Parquet or any source `rbmsearch.data` imports; default: the built-in

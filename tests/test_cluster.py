@@ -1,5 +1,6 @@
 """cluster/: launcher configs checked against Ray's own schema, and a search on a real
-multi-process Ray cluster (a head and a worker node started with `ray start`)."""
+multi-process Ray cluster (a head and a worker node started with `ray start`). The tests that
+start Ray are marked `slow`."""
 
 from __future__ import annotations
 
@@ -180,6 +181,7 @@ def ray_cluster():
         shutil.rmtree(temp, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_local_storage_on_a_head_that_runs_no_trials_fails_fast(tmp_path):
     """An autoscaling cluster before its workers join: one node, no CPUs. A local --storage is
     refused before anything is written; a URI or a trial-sized node is accepted."""
@@ -202,12 +204,11 @@ print("uri ok")
     assert "uri ok" in out.stdout and not (tmp_path / "runs").exists()
 
 
-def test_search_on_a_real_cluster_runs_trials_on_the_worker(ray_cluster, tmp_path):
-    from test_train import toy_dataset
-
+@pytest.mark.slow
+def test_search_on_a_real_cluster_runs_trials_on_the_worker(ray_cluster, tmp_path, toy_dataset):
     address, nodes = ray_cluster
     (worker,) = [n["NodeID"] for n in nodes if "worker" in n["Resources"]]
-    data = write_dataset(toy_dataset(), tmp_path / "toy.parquet")
+    data = write_dataset(toy_dataset, tmp_path / "toy.parquet")
     storage = tmp_path / "shared"
     out = subprocess.run(
         [sys.executable, "-m", "rbmsearch.tune", "--address", address, "--space", str(SPACES_DIR / "smoke.yaml"),

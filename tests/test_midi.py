@@ -98,11 +98,9 @@ def test_repeated_note_merges_into_one_held_note_and_is_counted(make_midi):
     assert r.merged_restrikes == 1  # the second note; the third follows a rest
 
 
-def test_drums_are_left_out_by_default_and_kept_on_request(tmp_path):
+def test_drums_are_left_out_by_default_and_kept_on_request(tmp_path, make_midi):
     notes = [(60, 80, 0, Q)]
-    from conftest import write_midi_file
-
-    piano = write_midi_file(tmp_path / "p.mid", notes)
+    piano = make_midi("p.mid", notes)
     mixed = mido.MidiFile(piano)
     drum_track = mido.MidiTrack(
         [mido.Message("note_on", note=36, velocity=100, channel=9, time=0), mido.Message("note_off", note=36, channel=9, time=2 * Q)]
@@ -116,7 +114,7 @@ def test_drums_are_left_out_by_default_and_kept_on_request(tmp_path):
     np.testing.assert_array_equal(r.roll, roll_of(8, [(60, 0, 4), (36, 0, 8)]))
     assert r.drum_notes == 0
 
-    write_midi_file(tmp_path / "drums.mid", [(36, 100, 0, Q)], channel=9)
+    make_midi("drums.mid", [(36, 100, 0, Q)], channel=9)
     with pytest.raises(MIDIConversionError, match="drum channel 10.*include_drums"):
         read_midi(tmp_path / "drums.mid")
 

@@ -1,8 +1,10 @@
-"""rbmsearch.tune: search-space files, and real Ray Tune + Optuna searches on a toy dataset.
+"""rbmsearch.tune: CLI errors, the single trial without Ray, and real Ray Tune + Optuna searches on
+the toy dataset (search-space files: test_space.py; the report's pieces: test_report.py).
 
 The searches share one local Ray instance (2 CPUs, a small object store); the CLI tests join
 it with --address. The several-node test builds its own `ray.cluster_utils.Cluster` in a
 subprocess (this file run as a script), so the two clusters never meet in one process.
+Every test that starts Ray is marked `slow`.
 """
 
 from __future__ import annotations
@@ -21,20 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from rbmsearch.data import write_dataset
 from rbmsearch.midi import NUM_PITCHES, read_midi
-from rbmsearch.space import SearchSpaceError, load_space, shipped_spaces
+from rbmsearch.space import load_space, shipped_spaces
 
-SPACES_DIR = shipped_spaces()["default"].parent
-from test_train import toy_dataset
-
-SMOKE = SPACES_DIR / "smoke.yaml"
+SMOKE = shipped_spaces()["smoke"]
 RAY_ENV = {"RAY_AUTH_MODE": "disabled"}  # a throwaway test cluster needs no token
-
-
-@pytest.fixture(scope="module")
-def toy_parquet(tmp_path_factory):
-    return write_dataset(toy_dataset(), tmp_path_factory.mktemp("data") / "toy.parquet")
 
 
 @pytest.fixture(scope="module")
@@ -64,91 +57,11 @@ def write_space(path: Path, text: str) -> Path:
     return path
 
 
-# ---------------------------------------------------------------------------- search-space files
+# ---------------------------------------------------------------------------- the CLI
 
 
-def test_shipped_spaces_load_and_say_how_to_run_them():
-    for name in ("default", "paper", "smoke"):
-        path = SPACES_DIR / f"{name}.yaml"
-        assert path.read_text().startswith("# python -m rbmsearch.tune"), f"{path} must start with its command"
-        space = load_space(path)
-        assert space.name == name and space.params
-        config = space.train_config(space.center())  # a valid TrainConfig
-        assert config.epochs == space.settings.max_epochs
-    smoke = load_space(SMOKE)
-    lr = next(p for p in smoke.params if p.name == "learning_rate")
-    assert (lr.low, lr.high, lr.log) == (1e-3, 1e-1, True)  # `1e-3` is a float, not YAML 1.1's string
-    paper = load_space(SPACES_DIR / "paper.yaml").center()
-    assert (paper["n_hidden"], paper["n_recurrent"], paper["cd_k"], paper["learning_rate"]) == (150, 100, 15, 1e-3)
-
-
-GOOD = """
-search: {num_samples: 2, max_epochs: 3, grace_period: 1}
-fixed: {pretrain_epochs: 1}
-params:
-  n_hidden: {type: int, low: 8, high: 16}
-  learning_rate: {type: float, low: 1.0e-3, high: 1.0e-1, log: true}
-  optimizer: {type: categorical, choices: [adam, sgd]}
-"""
-
-BAD_SPACES = [
-    ("serach: {}\nparams: {cd_k: {type: int, low: 1, high: 2}}", "serach", "unknown top-level key"),
-    ("search: {num_sample: 3}\nparams: {cd_k: {type: int, low: 1, high: 2}}", "search.num_sample", "unknown search setting"),
-    ("search: {num_samples: ten}\nparams: {cd_k: {type: int, low: 1, high: 2}}", "search.num_samples", "a positive int must be specified, but got 'ten' (str)"),
-    ("search: {max_epochs: 2.5}\nparams: {cd_k: {type: int, low: 1, high: 2}}", "search.max_epochs", "a positive int"),
-    ("search: {max_epochs: 2, grace_period: 3}\nparams: {cd_k: {type: int, low: 1, high: 2}}", "search.grace_period", "at most max_epochs (2)"),
-    ("search: {mode: max}\nparams: {cd_k: {type: int, low: 1, high: 2}}", "search.mode", "mode must be 'min'"),
-    ("search: {resources: {CPU: 1}}\nparams: {cd_k: {type: int, low: 1, high: 2}}", "search.resources", "use cpus_per_trial"),
-    ("params: {cd_k: {type: int, low: 5, high: 5}}", "params.cd_k.low", "a value below high (5) must be specified, but got 5"),
-    ("params: {learning_rate: {type: float, low: 0, high: 0.1, log: true}}", "params.learning_rate.low", "a positive value must be specified for a log-scaled parameter"),
-    ("params: {n_hiden: {type: int, low: 8, high: 16}}", "params.n_hiden", "not a TrainConfig field"),
-    ("params: {n_hidden: {type: float, low: 8, high: 16}}", "params.n_hidden.type", "so type must be 'int'"),
-    ("params: {n_hidden: {type: int, low: 8.5, high: 16}}", "params.n_hidden.low", "an int must be specified, but got 8.5"),
-    ("params: {n_hidden: {type: int, low: 8, hgh: 16}}", "params.n_hidden.hgh", "unknown key for an int parameter"),
-    ("params: {n_hidden: {type: int, low: 8}}", "params.n_hidden.high", "missing"),
-    ("params: {n_hidden: {type: range, low: 8, high: 9}}", "params.n_hidden.type", "one of 'int', 'float', 'categorical'"),
-    ("params: {cd_k: {type: int, low: 0, high: 3}}", "params.cd_k", "A positive int must be specified for cd_k, but got 0"),
-    ("params: {optimizer: {type: categorical, choices: [adam, adagrad]}}", "params.optimizer", "'adagrad' is refused by TrainConfig"),
-    ("params: {optimizer: {type: categorical, choices: []}}", "params.optimizer.choices", "a non-empty list"),
-    ("params: {optimizer: {type: categorical, choices: [adam, adam]}}", "params.optimizer.choices", "each choice must appear once"),
-    ("params: {optimizer: {type: int, low: 1, high: 2}}", "params.optimizer.type", "use type: categorical"),
-    ("params: {learning_rate: {type: float, low: 0.1, high: 0.5, log: true, step: 0.1}}", "params.learning_rate.step", "step and log cannot be combined"),
-    ("params: {learning_rate: {type: float, low: 0.1, high: 0.5, default: 0.7}}", "params.learning_rate.default", "a value in [0.1, 0.5]"),
-    ("params: {epochs: {type: int, low: 1, high: 5}}", "params.epochs", "set that instead"),
-    ("params: {monitor_ais_betas: {type: int, low: 10, high: 500}}", "params.monitor_ais_betas", "set it in `fixed`"),
-    ("fixed: {cd_k: 3}\nparams: {cd_k: {type: int, low: 1, high: 5}}", "params.cd_k", "also given in `fixed`"),
-    ("fixed: {n_hidden: big}\nparams: {cd_k: {type: int, low: 1, high: 5}}", "fixed.n_hidden", "an int must be specified, but got 'big' (str)"),
-    ("fixed: {cd_kk: 3}\nparams: {cd_k: {type: int, low: 1, high: 5}}", "fixed.cd_kk", "not a TrainConfig field"),
-    ("params: {}", "params", "a non-empty mapping"),
-    ("params: {cd_k: {type: int, low: 1, high: 2}}\nparams: {cd_k: {type: int, low: 1, high: 3}}", "(file)", "duplicate key 'params'"),
-    ("params: {cd_k: {type: int, low: 1, high: 2}", "(file)", "is not valid YAML"),
-    ("- just\n- a list", "(top level)", "a mapping with keys"),
-]
-
-
-@pytest.mark.parametrize("text, key, message", BAD_SPACES, ids=[key for _, key, _ in BAD_SPACES])
-def test_bad_space_files_name_the_file_and_the_key(tmp_path, text, key, message):
-    path = write_space(tmp_path / "bad.yaml", text)
-    with pytest.raises(SearchSpaceError) as info:
-        load_space(path)
-    assert str(info.value).startswith(f"{path}: {key}: "), str(info.value)
-    assert message in str(info.value)
-    assert info.value.path == str(path) and info.value.key == key
-
-
-def test_a_good_space_and_its_center(tmp_path):
-    space = load_space(write_space(tmp_path / "good.yaml", GOOD))
-    assert space.center() == {"n_hidden": 12, "learning_rate": pytest.approx(1e-2), "optimizer": "adam"}
-    assert space.settings.num_samples == 2 and space.fixed == {"pretrain_epochs": 1}
-    shorter = space.with_settings(max_epochs=1)  # the CLI's --max-epochs keeps ASHA valid
-    assert (shorter.settings.max_epochs, shorter.settings.grace_period) == (1, 1)
-    with pytest.raises(SearchSpaceError, match="search.num_samples"):
-        space.with_settings(num_samples=0)
-
-
-def test_missing_space_file_and_cli_errors(tmp_path):
-    with pytest.raises(SearchSpaceError, match=r"nope.yaml: \(file\): cannot be read"):
-        load_space(tmp_path / "nope.yaml")
+def test_cli_errors(tmp_path):
+    """Bad spaces and flags end the command with `error: ...` before Ray starts."""
     bad = write_space(tmp_path / "bad.yaml", "params: {cd_k: {type: int, low: 3, high: 1}}")
     out = run_cli("--space", str(bad), "--storage", str(tmp_path))
     assert out.returncode == 1 and f"error: {bad}: params.cd_k.low: a value below high" in out.stderr
@@ -163,6 +76,7 @@ def test_missing_space_file_and_cli_errors(tmp_path):
 # ---------------------------------------------------------------------------- single trial
 
 
+@pytest.mark.slow
 def test_single_trial_runs_without_ray(tmp_path, toy_parquet):
     code = (
         "import json, sys\n"
@@ -194,6 +108,7 @@ def optuna_trials(db: Path) -> list[tuple[str, float | None]]:
         return con.execute("SELECT t.state, v.value FROM trials t LEFT JOIN trial_values v USING (trial_id) ORDER BY t.number").fetchall()
 
 
+@pytest.mark.slow
 def test_tiny_search_on_local_ray(ray_address, tmp_path, toy_parquet):
     from rbmsearch.tune import run_search
 
@@ -240,6 +155,7 @@ def test_tiny_search_on_local_ray(ray_address, tmp_path, toy_parquet):
         assert t["history"] == {str(int(e)): pytest.approx(m) for e, m in zip(frame["epoch"], frame["valid_monitor"])}
 
 
+@pytest.mark.slow
 def test_nan_trial_errors_with_its_parameters_and_the_search_goes_on(ray_address, tmp_path, toy_parquet):
     from rbmsearch.tune import run_search
 
@@ -284,6 +200,7 @@ def done_trials(experiment: Path) -> dict[str, str]:
     return done
 
 
+@pytest.mark.slow
 def test_interrupted_driver_resumes_without_losing_finished_trials(ray_address, tmp_path, toy_parquet):
     args = ["--data", str(toy_parquet), "--space", str(SMOKE), "--storage", str(tmp_path), "--name", "resume",
             "--num-samples", "6", "--max-epochs", "2", "--address", ray_address]  # fmt: skip
@@ -307,6 +224,7 @@ def test_interrupted_driver_resumes_without_losing_finished_trials(ray_address, 
     assert len(optuna_trials(exp / "optuna.db")) == 6 and (exp / "best.json").is_file()
 
 
+@pytest.mark.slow
 def test_worker_node_lost_mid_trial_resumes_from_its_checkpoint(tmp_path, toy_parquet):
     """A Cluster of its own, in a subprocess: head + a worker node that the trials need; see _cluster_scenario."""
     out = subprocess.run(

@@ -1,4 +1,5 @@
-"""rbmsearch.gallery: the gallery page, its local server, and a real headless Chromium loading it."""
+"""rbmsearch.gallery: the gallery page, its local server, and a real headless Chromium loading it
+(marked slow)."""
 
 from __future__ import annotations
 
@@ -12,23 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from rbmsearch.data import read_dataset, write_dataset
-from rbmsearch.config import TrainConfig
 from rbmsearch.gallery import GalleryError, build_page, make_server
-from rbmsearch.train import train
-from test_render import png_size
-from test_train import TINY, toy_dataset
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
-def run_page(tmp_path_factory):
-    """A tiny trained run with its gallery built (which renders RUN_DIR/samples/ first)."""
-    root = tmp_path_factory.mktemp("gallery")
-    data = write_dataset(toy_dataset(), root / "toy.parquet")
-    train(TrainConfig(**{**TINY, "epochs": 3}), read_dataset(data), root / "run", data_path=str(data), evaluate_test=False)
-    return build_page(root / "run")
+def run_page(tmp_path_factory, tiny_run):
+    """A copy of the tiny trained run (building the page writes into the run directory) with its
+    gallery built, which renders RUN_DIR/samples/ first."""
+    run = shutil.copytree(tiny_run, tmp_path_factory.mktemp("gallery") / "run")
+    return build_page(run)
 
 
 @pytest.fixture
@@ -50,7 +45,7 @@ def get(server, path: str) -> tuple[int, bytes]:
     return response.status, response.read()
 
 
-def test_run_page_lists_samples_reference_and_curve(run_page):
+def test_run_page_lists_samples_reference_and_curve(run_page, png_size):
     run = run_page.parent
     page = run_page.read_text()
     audio = re.findall(r'<audio[^>]* src="([^"]+)"', page)
@@ -84,7 +79,8 @@ def test_server_serves_inside_and_refuses_outside(server, run_page, tmp_path):
     assert server.server_address[0] == "127.0.0.1"
 
 
-def test_headless_chromium_loads_every_audio_and_image(server, run_page, tmp_path):
+@pytest.mark.slow
+def test_headless_chromium_loads_every_audio_and_image(server, run_page, tmp_path, png_size):
     assert CHROMIUM, "Debian's chromium is needed for this test: apt-get install chromium (.ci/run installs it)"
     url = f"http://127.0.0.1:{server.server_address[1]}/index.html"
     flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--mute-audio", "--virtual-time-budget=15000"]
@@ -101,7 +97,7 @@ def test_headless_chromium_loads_every_audio_and_image(server, run_page, tmp_pat
     print(f"screenshot: {kept}", file=sys.stderr)
 
 
-def test_samples_cli_no_serve(run_page):
+def test_gallery_cli_no_serve(run_page):
     out = subprocess.run([sys.executable, "-m", "rbmsearch.gallery", str(run_page.parent), "--no-serve"], capture_output=True, text=True, timeout=300)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == str(run_page)

@@ -1,0 +1,107 @@
+"""rbmsearch.evaluate: the warnings that say when AIS/RAISE or the accuracy's Gibbs chains are too
+short, `evaluate_run` adding test scores to a run's metrics.json, and the evaluate CLI on a run
+directory alone."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from rbmsearch.data import Dataset
+from rbmsearch.evaluate import EvalSettings, evaluate, evaluate_run
+from rbmsearch.run import load_run
+
+
+def weak_model():
+    from rbmsearch.model import ModelConfig, RnnRbm
+
+    return RnnRbm(ModelConfig(n_hidden=12, n_recurrent=8, init_std=0.05), seed=0)
+
+
+def test_nll_gap_flags_annealing_that_is_too_short(caplog, toy_dataset, sticky_model):
+    """AIS and RAISE disagree by whole nats on a sharp model with 10 temperatures, and a
+    warning says so; on a weak model they agree and nothing is logged."""
+    rolls = toy_dataset.rolls("valid")
+    settings = EvalSettings(ais_runs=4, ais_betas=10, acc_samples=1, acc_gibbs_k=1, raise_runs=4)
+    sharp = evaluate(sticky_model, rolls, settings)
+    assert abs(sharp["nll_raise"] - sharp["nll"]) > 1.0 and sharp["raise_runs"] == 4
+    warnings = [r for r in caplog.records if "not pinned down" in r.getMessage()]
+    assert len(warnings) == 1 and "--ais-betas" in warnings[0].getMessage()
+    assert warnings[0].levelno == logging.WARNING and warnings[0].name.startswith("rbmsearch")
+    caplog.clear()
+    weak = evaluate(weak_model(), rolls, settings)
+    assert abs(weak["nll_raise"] - weak["nll"]) < 0.05
+    assert "not pinned down" not in caplog.text
+
+
+def test_accuracy_mixing_gap_flags_chains_that_have_not_mixed(caplog, toy_dataset, sticky_model):
+    """Chains from the true frames and from silence agree once mixed, and not before."""
+    rolls = toy_dataset.rolls("valid")
+    settings = dict(ais_runs=2, ais_betas=10, acc_samples=2)
+    stuck = evaluate(sticky_model, rolls, EvalSettings(**settings, acc_gibbs_k=1))
+    assert stuck["acc"] < 0.2 and stuck["acc_mixing_gap"] > 0.5  # the truth-started chains remember it
+    warning = caplog.text
+    assert "have not mixed" in warning and "--acc-gibbs-k" in warning
+    caplog.clear()
+    mixed = evaluate(weak_model(), rolls, EvalSettings(**settings, acc_gibbs_k=50))
+    assert abs(mixed["acc_mixing_gap"]) < 0.03  # a weak RBM mixes in a few steps
+    assert "have not mixed" not in caplog.text
+
+
+def test_evaluate_run_adds_the_test_scores_to_metrics_json(tmp_path, tiny_run, toy_dataset, caplog):
+    run_dir = shutil.copytree(tiny_run, tmp_path / "run")
+    before = load_run(run_dir).metrics
+    assert "test_nll" not in before and before["history"]
+    test = evaluate_run(run_dir, toy_dataset, progress=False)
+    assert set(test) == {"test_nll", "test_nll_raise", "test_acc", "test_acc_decoded", "test_eval"}
+    assert 0 < test["test_nll"] < 88 * math.log(2) and 0 <= test["test_acc"] <= 1
+    # The run's own eval_* settings (tiny_config: 4 AIS runs, 20 temperatures, 2 samples).
+    assert (test["test_eval"]["ais_runs"], test["test_eval"]["ais_betas"], test["test_eval"]["acc_samples"]) == (4, 20, 2)
+    assert test["test_eval"]["sequences"] == len(toy_dataset.rolls("test"))
+    after = json.loads((run_dir / "metrics.json").read_text())
+    assert after["test_nll"] == test["test_nll"] and after["history"] == before["history"]  # added to, not replaced
+    # A dataset without a test split: nothing is scored, metrics.json is left alone, and a warning says why.
+    no_test = Dataset(toy_dataset.meta, tuple(p for p in toy_dataset.pieces if p.split != "test"))
+    assert evaluate_run(run_dir, no_test, progress=False) == {}
+    assert "no test split" in caplog.text
+    assert json.loads((run_dir / "metrics.json").read_text()) == after
+
+
+def run_evaluate(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "rbmsearch.evaluate", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_evaluate_cli_rebuilds_the_model_from_the_run_directory_alone(tiny_run):
+    out = run_evaluate(str(tiny_run), "--split", "valid", "--ais-runs", "4", "--ais-betas", "20", "--acc-samples", "2")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.splitlines()[-1])
+    assert result["split"] == "valid" and result["ais_runs"] == 4 and result["ais_betas"] == 20
+    assert result["run_dir"] == str(tiny_run) and result["data"] == json.loads((tiny_run / "config.json").read_text())["data"]["path"]
+    assert 0 < result["nll"] < 88 * math.log(2) and 0 <= result["acc"] <= 1 and 0 <= result["acc_frame_mean"] <= 1
+    assert 0 < result["nll_raise"] < 88 * math.log(2) and 0 <= result["acc_annealed"] <= 1 and result["raise_runs"] == 10
+    assert 0 <= result["acc_decoded"] <= 1 and 0 < result["acc_decoded_threshold"] <= 1 and 0 <= result["acc_repeat"] <= 1
+
+
+@pytest.mark.slow
+def test_evaluate_cli_smoke(tiny_run):
+    out = run_evaluate(str(tiny_run), "--ais-runs", "2", "--ais-betas", "10", "--acc-samples", "1", "--acc-gibbs-k", "5", "--raise-runs", "2")
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout.splitlines()[-1])  # the last line is one JSON object
+    assert result["split"] == "test"  # the default split
+    assert (result["ais_runs"], result["ais_betas"], result["acc_samples"], result["acc_gibbs_k"], result["raise_runs"]) == (2, 10, 1, 5, 2)
+    assert math.isfinite(result["nll"]) and math.isfinite(result["nll_raise"]) and result["frames"] > 0
+    assert not any(line.startswith("{") for line in out.stderr.splitlines())  # messages go to stderr, the result alone to stdout
+
+
+@pytest.mark.slow
+def test_evaluate_cli_refuses_settings_the_annealing_cannot_use(tiny_run):
+    out = run_evaluate(str(tiny_run), "--ais-betas", "1", "--acc-samples", "1", "--acc-gibbs-k", "1")
+    assert out.returncode == 1 and "error: " in out.stderr and "n_betas" in out.stderr
+    assert out.stdout.strip() == ""
