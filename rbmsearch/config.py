@@ -73,31 +73,33 @@ class TrainConfig:
         for name in positive:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ConfigError(f"A positive int must be specified for {name}, but got {value!r}.")
+                raise ConfigError(f"A positive int must be specified for {name}, but got {value!r}.", key=name)
         for name in ("pretrain_epochs", "window", "seed"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"A non-negative int must be specified for {name}, but got {value!r}.")
+                raise ConfigError(f"A non-negative int must be specified for {name}, but got {value!r}.", key=name)
         for name in ("learning_rate", "pretrain_learning_rate", "init_std"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or not 0 < value < math.inf:
-                raise ConfigError(f"A positive finite value must be specified for {name}, but got {value!r}.")
-        if not 0 < self.lr_decay <= 1 or not 0 <= self.momentum < 1 or not 0 <= self.clip_norm < math.inf:
+                raise ConfigError(f"A positive finite value must be specified for {name}, but got {value!r}.", key=name)
+        ranges = {"lr_decay": 0 < self.lr_decay <= 1, "momentum": 0 <= self.momentum < 1, "clip_norm": 0 <= self.clip_norm < math.inf}
+        if not all(ranges.values()):
             raise ConfigError(
                 f"lr_decay must be in (0, 1], momentum in [0, 1) and clip_norm >= 0, but got "
-                f"{self.lr_decay!r}, {self.momentum!r} and {self.clip_norm!r}."
+                f"{self.lr_decay!r}, {self.momentum!r} and {self.clip_norm!r}.",
+                key=next(k for k, ok in ranges.items() if not ok),
             )
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float) or not 0 <= self.dropout < 1:
-            raise ConfigError(f"A value in [0, 1) must be specified for dropout, but got {self.dropout!r}.")
+            raise ConfigError(f"A value in [0, 1) must be specified for dropout, but got {self.dropout!r}.", key="dropout")
         if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, int | float) or not 0 <= self.weight_decay < math.inf:
-            raise ConfigError(f"A finite value >= 0 must be specified for weight_decay, but got {self.weight_decay!r}.")
+            raise ConfigError(f"A finite value >= 0 must be specified for weight_decay, but got {self.weight_decay!r}.", key="weight_decay")
         for name in ("eval_ais_betas", "monitor_ais_betas"):
             if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int) or getattr(self, name) < 2:
-                raise ConfigError(f"An int >= 2 must be specified for {name}, but got {getattr(self, name)!r}.")
+                raise ConfigError(f"An int >= 2 must be specified for {name}, but got {getattr(self, name)!r}.", key=name)
         choices = (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES), ("rnn", RNN_TYPES), ("monitor", MONITORS))
         for name, allowed in choices:
             if getattr(self, name) not in allowed:
-                raise ConfigError(f"One of {allowed} must be specified for {name}, but got {getattr(self, name)!r}.")
+                raise ConfigError(f"One of {allowed} must be specified for {name}, but got {getattr(self, name)!r}.", key=name)
 
     @classmethod
     def from_dict(cls, values: dict, where: str = "the configuration") -> TrainConfig:

@@ -22,7 +22,7 @@ import os
 import pickle
 import sys
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -38,6 +38,7 @@ from rbmsearch.midi import (
     DEFAULT_QPM,
     DEFAULT_STEPS_PER_QUARTER,
     MAX_MIDI_PITCH,
+    MAX_STEPS,
     MIN_MIDI_PITCH,
     NUM_PITCHES,
     MIDIConversionError,
@@ -94,6 +95,22 @@ class DatasetMeta:
     min_pitch: int = MIN_MIDI_PITCH
     max_pitch: int = MAX_MIDI_PITCH
     schema_version: int = SCHEMA_VERSION
+
+    def __post_init__(self):
+        def is_int(v) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        if not isinstance(self.source, str):
+            raise ValueError(f"A string must be specified for source, but got {self.source!r}.")
+        if not is_int(self.steps_per_quarter) or self.steps_per_quarter <= 0:
+            raise ValueError(f"A positive int must be specified for steps_per_quarter, but got {self.steps_per_quarter!r}.")
+        if isinstance(self.qpm, bool) or not isinstance(self.qpm, int | float) or not 0 < self.qpm < float("inf"):
+            raise ValueError(f"A positive finite tempo must be specified for qpm, but got {self.qpm!r}.")
+        if not isinstance(self.transposed, bool):
+            raise ValueError(f"true or false must be specified for transposed, but got {self.transposed!r}.")
+        for name in ("min_pitch", "max_pitch", "schema_version"):
+            if not is_int(getattr(self, name)):
+                raise ValueError(f"An int must be specified for {name}, but got {getattr(self, name)!r}.")
 
 
 @dataclass(frozen=True)
@@ -209,6 +226,7 @@ class BuildOptions:
     workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     progress: bool = True
     limit: int | None = None  # read at most this many files (quick looks and tests)
+    max_steps: int = MAX_STEPS  # a longer roll is refused as corrupt (see midi.MAX_STEPS)
 
     def __post_init__(self):
         for name in ("valid_fraction", "test_fraction"):
@@ -222,6 +240,10 @@ class BuildOptions:
             )
         if self.steps_per_quarter is not None and self.steps_per_quarter <= 0:
             raise ValueError(f"A positive value must be specified for steps_per_quarter, but got {self.steps_per_quarter}.")
+        if self.limit is not None and self.limit <= 0:
+            raise ValueError(f"A positive number of files must be specified for limit, but got {self.limit}.")
+        if self.max_steps <= 0:
+            raise ValueError(f"A positive value must be specified for max_steps, but got {self.max_steps}.")
 
 
 def _progress(items: Iterable, total: int, desc: str, enabled: bool) -> Iterator:
@@ -233,11 +255,11 @@ def _progress(items: Iterable, total: int, desc: str, enabled: bool) -> Iterator
 _JobResult = tuple[str, MidiRoll | None, str | None]  # (name, what was read, why it was skipped)
 
 
-def _read_midi_job(job: tuple[str, str, int, bool]) -> _JobResult:
-    """Worker: (relative name, path, grid, drums) -> (name, MidiRoll or None, reason)."""
-    name, path, steps_per_quarter, include_drums = job
+def _read_midi_job(job: tuple[str, str, int, bool, int]) -> _JobResult:
+    """Worker: (relative name, path, grid, drums, max steps) -> (name, MidiRoll or None, reason)."""
+    name, path, steps_per_quarter, include_drums, max_steps = job
     try:
-        return name, read_midi(path, steps_per_quarter, include_drums), None
+        return name, read_midi(path, steps_per_quarter, include_drums, max_steps=max_steps), None
     except MIDIConversionError as e:
         return name, None, e.reason
 
@@ -275,7 +297,8 @@ def _dataset_from_results(results: Iterator[_JobResult], options: BuildOptions, 
 
 def pieces_from_folder(folder: Path, options: BuildOptions) -> Dataset:
     """Every MIDI file below `folder`; a file that cannot be read is skipped with its reason."""
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and p.is_file())
+    # Broken symbolic links are kept, so that they are listed as skipped, not silently left out.
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in MIDI_SUFFIXES and (p.is_file() or p.is_symlink()))
     if not files:
         raise DatasetError(
             folder,
@@ -284,7 +307,7 @@ def pieces_from_folder(folder: Path, options: BuildOptions) -> Dataset:
         )
     files = files[: options.limit]
     grid = options.steps_per_quarter or DEFAULT_STEPS_PER_QUARTER
-    jobs = [(p.relative_to(folder).as_posix(), str(p), grid, options.include_drums) for p in files]
+    jobs = [(p.relative_to(folder).as_posix(), str(p), grid, options.include_drums, options.max_steps) for p in files]
     meta = DatasetMeta(source=str(folder), steps_per_quarter=grid, transposed=options.transpose)
     return _dataset_from_results(_map_jobs(_read_midi_job, jobs, options, "reading MIDI"), options, meta)
 
@@ -305,10 +328,10 @@ def _read_chorale_job(job: tuple[str, str, int]) -> _JobResult:
     from music21 import converter
     from music21.midi.translate import streamToMidiFile
 
-    name, path, steps_per_quarter = job
+    name, path, steps_per_quarter, max_steps = job
     try:
         midi_bytes = streamToMidiFile(converter.parse(path)).writestr()
-        return name, read_midi(name, steps_per_quarter, file=io.BytesIO(midi_bytes)), None
+        return name, read_midi(name, steps_per_quarter, file=io.BytesIO(midi_bytes), max_steps=max_steps), None
     except MIDIConversionError as e:
         return name, None, e.reason
 
@@ -319,7 +342,7 @@ def pieces_from_bach_chorales(options: BuildOptions) -> Dataset:
     if not paths:
         raise DatasetError(BACH_CHORALES, "the music21 corpus holds no Bach chorales; reinstall music21")
     grid = options.steps_per_quarter or CHORALE_STEPS_PER_QUARTER
-    jobs = [(p.stem, str(p), grid) for p in paths]
+    jobs = [(p.stem, str(p), grid, options.max_steps) for p in paths]
     meta = DatasetMeta(source=BACH_CHORALES, steps_per_quarter=grid, transposed=options.transpose)
     return _dataset_from_results(_map_jobs(_read_chorale_job, jobs, options, "parsing chorales"), options, meta)
 
@@ -370,9 +393,12 @@ def pieces_from_pickle(path: Path, options: BuildOptions) -> Dataset:
     except (EOFError, ValueError, IndexError, TypeError) as e:  # what a damaged stream raises
         raise DatasetError(path, f"not a readable pickle ({type(e).__name__}: {e}); it is likely truncated") from e
     _check_pickle_layout(path, data)
-    pieces = []
+    pieces, skipped = [], []
     for split in SPLITS:
         for i, seq in enumerate(data[split][: options.limit]):
+            if not seq:  # a piece of no frames trains and scores nothing
+                skipped.append(Skipped(f"{split}/{i:04d}", "an empty sequence (no frames)"))
+                continue
             roll = np.zeros((len(seq), NUM_PITCHES), dtype=bool)
             for t, frame in enumerate(seq):
                 roll[t, np.asarray(frame, dtype=np.int64) - MIN_MIDI_PITCH] = True
@@ -383,7 +409,7 @@ def pieces_from_pickle(path: Path, options: BuildOptions) -> Dataset:
     meta = DatasetMeta(
         source=str(path), steps_per_quarter=options.steps_per_quarter or 1, transposed=options.transpose
     )
-    return Dataset(meta, tuple(pieces))
+    return Dataset(meta, tuple(pieces), tuple(skipped))
 
 
 def load_source(source: str, options: BuildOptions = BuildOptions()) -> Dataset:
@@ -459,7 +485,12 @@ def read_dataset(path: str | os.PathLike) -> Dataset:
     raw_meta = (table.schema.metadata or {}).get(METADATA_KEY)
     if raw_meta is None:
         raise DatasetError(path, f"has no '{METADATA_KEY.decode()}' metadata, so rbmsearch did not write it; {_rebuild_fix(path)}")
-    meta_dict = json.loads(raw_meta)
+    try:
+        meta_dict = json.loads(raw_meta)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DatasetError(path, f"its '{METADATA_KEY.decode()}' metadata is not valid JSON ({e}); {_rebuild_fix(path)}") from e
+    if not isinstance(meta_dict, dict):
+        raise DatasetError(path, f"its '{METADATA_KEY.decode()}' metadata should be a JSON object, but is a {type(meta_dict).__name__}; {_rebuild_fix(path)}")
     if meta_dict.get("schema_version") != SCHEMA_VERSION:
         raise DatasetError(
             path,
@@ -475,7 +506,14 @@ def read_dataset(path: str | os.PathLike) -> Dataset:
     ]
     if problems:
         raise DatasetError(path, "wrong schema: " + "; ".join(problems) + f"; {_rebuild_fix(path)}")
-    meta = DatasetMeta(**meta_dict)
+    known = [f.name for f in fields(DatasetMeta)]
+    unknown = sorted(set(meta_dict) - set(known))
+    if unknown:
+        raise DatasetError(path, f"its metadata has unknown key(s) {unknown} (known: {known}), so another program or version wrote it; {_rebuild_fix(path)}")
+    try:
+        meta = DatasetMeta(**meta_dict)
+    except (TypeError, ValueError) as e:  # missing keys, or values of the wrong kind
+        raise DatasetError(path, f"its metadata is invalid ({e}); {_rebuild_fix(path)}") from e
     if (meta.min_pitch, meta.max_pitch) != (MIN_MIDI_PITCH, MAX_MIDI_PITCH):
         raise DatasetError(path, f"pitch range {meta.min_pitch}..{meta.max_pitch}, but this rbmsearch uses {MIN_MIDI_PITCH}..{MAX_MIDI_PITCH}; {_rebuild_fix(path)}")
 
@@ -563,6 +601,7 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--transpose", action="store_true", help="move every piece to C major / C minor")
     b.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes for reading files")
     b.add_argument("--limit", type=int, help="read at most this many files")
+    b.add_argument("--max-steps", type=int, default=MAX_STEPS, help="refuse a file whose roll would be longer (default: %(default)s, about 92 MB)")
     b.add_argument("--no-progress", action="store_true")
     i = commands.add_parser("info", help="print the summary of a Parquet dataset")
     i.add_argument("file")
@@ -581,6 +620,7 @@ def main(argv: list[str] | None = None) -> None:
             workers=args.workers,
             progress=not args.no_progress,
             limit=args.limit,
+            max_steps=args.max_steps,
         )
         dataset = build(args.source, args.out, options)
     except ValueError as e:  # BuildOptions' own checks

@@ -15,6 +15,7 @@ __all__ = [
     "DivergenceError",
     "GalleryError",
     "MIDIConversionError",
+    "OutputError",
     "RbmsearchError",
     "RenderError",
     "RunError",
@@ -55,6 +56,10 @@ class RunError(_PathError):
     """A run directory is missing, incomplete or corrupt; the message names the file and the fix."""
 
 
+class OutputError(_PathError):
+    """An output path cannot be written (a directory where a file goes, a read-only place, ...)."""
+
+
 class RenderError(RbmsearchError):
     """A run directory, primer or output cannot be rendered; the message names it and the fix."""
 
@@ -77,7 +82,17 @@ class SearchSpaceError(RbmsearchError):
 
 
 class ConfigError(RbmsearchError):
-    """A configuration value or key is invalid; the message names it and the fix."""
+    """A configuration value or key is invalid; the message names it and the fix.
+
+    `key` is the TrainConfig field at fault, when one is (None for a malformed --set, say).
+    """
+
+    def __init__(self, message: str, key: str | None = None):
+        self.key = key
+        super().__init__(message)
+
+    def __reduce__(self):
+        return type(self), (self.args[0], self.key)
 
 
 class SearchError(RbmsearchError):

@@ -14,22 +14,39 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from rbmsearch.errors import RbmsearchError
+from rbmsearch.errors import OutputError, RbmsearchError, _PathError
 
-__all__ = ["atomic_write", "read_json", "write_json", "write_text"]
+__all__ = ["atomic_write", "make_dir", "read_json", "write_json", "write_text"]
 
 FILE_MODE = 0o644
+
+
+def make_dir(path: str | os.PathLike) -> Path:
+    """Create a directory and its parents; an output that cannot be one raises OutputError."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(path, "is a file, where a directory is written; choose another output path, or move the file away")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(path, f"cannot be created ({e.strerror or e}); choose another output path") from e
+    return path
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp)` on a temporary file beside `path`, then rename it to `path`.
 
     The parent directory is created. On any exception the temporary file is removed and
-    `path` keeps its old content (or stays absent).
+    `path` keeps its old content (or stays absent). A path that cannot be written raises OutputError.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
+    if path.is_dir():
+        raise OutputError(path, "is a directory, where a file is written; give a file name")
+    make_dir(path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
+    except OSError as e:
+        raise OutputError(path, f"cannot be written ({e.strerror or e}); choose another output path") from e
     os.close(fd)
     try:
         write(Path(tmp))
@@ -53,16 +70,21 @@ def write_json(path: str | os.PathLike, obj) -> Path:
 def read_json(path: str | os.PathLike, error: type[RbmsearchError], fix: str):
     """Parse a JSON file; a missing, unreadable or malformed one raises `error(path, reason)`.
 
-    `error` is a path error class of rbmsearch.errors; `fix` ends the message ("rerun ...").
+    `error` is an RbmsearchError class (a path error gets the path as its own field); `fix`
+    ends the message ("rerun ...").
     """
     path = Path(path)
+
+    def fail(reason: str) -> RbmsearchError:
+        return error(path, reason) if issubclass(error, _PathError) else error(f"{path}: {reason}")
+
     try:
         text = path.read_text()
     except FileNotFoundError as e:
-        raise error(path, f"missing; {fix}") from e
+        raise fail(f"missing; {fix}") from e
     except (OSError, UnicodeDecodeError) as e:
-        raise error(path, f"cannot be read ({e}); {fix}") from e
+        raise fail(f"cannot be read ({e}); {fix}") from e
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise error(path, f"is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}), perhaps truncated; {fix}") from e
+        raise fail(f"is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}), perhaps truncated; {fix}") from e

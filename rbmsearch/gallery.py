@@ -22,7 +22,7 @@ from pathlib import Path
 
 from rbmsearch.console import cli
 from rbmsearch.errors import GalleryError
-from rbmsearch.files import atomic_write, write_text
+from rbmsearch.files import atomic_write, read_json, write_text
 from rbmsearch.render import render_run
 
 __all__ = ["GalleryError", "build_page", "make_server", "serve"]
@@ -31,7 +31,15 @@ TOP_CURVES = 10  # learning curves drawn on the page
 
 
 def _read_json(path: Path):
-    return json.loads(path.read_text()) if path.is_file() else None
+    """A JSON file the page shows, or None when there is none; a broken one raises GalleryError naming it."""
+    return read_json(path, GalleryError, "rerun the stage that wrote it, or remove the file") if path.is_file() else None
+
+
+def _port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"a port in 0..65535 must be specified, but got {port}")
+    return port
 
 
 def _kind(directory: Path) -> str:
@@ -211,7 +219,7 @@ def serve(directory: str | os.PathLike, port: int = 8000) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m rbmsearch.gallery", description="Build and serve the gallery of a search or a run.")
     parser.add_argument("directory", help="an experiment directory (rbmsearch.tune) or a run directory (rbmsearch.train)")
-    parser.add_argument("--port", type=int, default=8000, help="port on 127.0.0.1 (default 8000; 0 picks a free one)")
+    parser.add_argument("--port", type=_port, default=8000, help="port on 127.0.0.1 (default 8000; 0 picks a free one)")
     parser.add_argument("--no-serve", action="store_true", help="write the page and print its path")
     args = parser.parse_args(argv)
     page = build_page(args.directory)

@@ -14,6 +14,7 @@ roll -> MIDI -> roll is exact. What was dropped or merged is counted in `MidiRol
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections import defaultdict, deque
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import BinaryIO
 
 import mido
 import numpy as np
+from mido.midifiles.meta import KeySignatureError
 
 from rbmsearch.errors import MIDIConversionError
 from rbmsearch.files import atomic_write
@@ -32,7 +34,9 @@ __all__ = [
     "DRUM_CHANNEL",
     "MAX_MIDI_PITCH",
     "MIN_MIDI_PITCH",
+    "MAX_STEPS",
     "MIDIConversionError",
+    "MIDI_PARSE_ERRORS",
     "MidiRoll",
     "NUM_PITCHES",
     "notes_to_roll",
@@ -52,8 +56,13 @@ SAMPLE_LAG = 0.25  # each step samples the music this many steps after its grid 
 # A file whose last event lies this many ticks in is almost surely corrupt (pretty-midi's
 # heuristic): even at 960 ticks per beat it would be over 10,000 beats long.
 MAX_TICK = 10_000_000
-# What mido raises on malformed input; anything else is a bug and should surface as one.
-_MIDO_PARSE_ERRORS = (OSError, EOFError, ValueError, KeyError, IndexError, TypeError)
+# Everything mido raises on malformed input, in one list: each means "this file is bad" (an
+# impossible key signature raises mido's own KeySignatureError). Anything else is a bug.
+MIDI_PARSE_ERRORS = (OSError, EOFError, ValueError, KeyError, IndexError, TypeError, KeySignatureError)
+# The largest roll read_midi builds unless told otherwise: 2**20 steps (92 MB of bool), over
+# 14 hours at 120 quarter notes per minute and 4 steps per quarter. Larger rolls come from
+# corrupt files (a note "held" for millions of ticks), so they are refused before allocation.
+MAX_STEPS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -100,22 +109,27 @@ def notes_to_roll(notes: np.ndarray, ticks_per_step: float) -> tuple[np.ndarray,
 
 def _load(path: Path, file: BinaryIO | None) -> mido.MidiFile:
     if file is None and not path.is_file():
-        raise MIDIConversionError(path, "no such file; check the path")
+        what = "a broken symbolic link" if path.is_symlink() else "no such file"
+        raise MIDIConversionError(path, f"{what}; check the path")
     try:
         midi = mido.MidiFile(path) if file is None else mido.MidiFile(file=file)
-    except _MIDO_PARSE_ERRORS as e:
-        raise MIDIConversionError(
-            path, f"not a readable MIDI file ({type(e).__name__}: {e}); it is likely truncated or corrupt"
-        ) from e
+    except MIDI_PARSE_ERRORS as e:
+        empty = file is None and path.stat().st_size == 0
+        detail = "the file is empty" if empty else f"{type(e).__name__}: {e}" if str(e) else f"{type(e).__name__}: it ends too early"
+        raise MIDIConversionError(path, f"not a readable MIDI file ({detail}); it is likely truncated or corrupt") from e
     if midi.type == 2:
         raise MIDIConversionError(
             path, "MIDI type 2 (independent sequences) is not supported; convert it to type 0 or 1"
         )
-    if midi.ticks_per_beat <= 0 or midi.ticks_per_beat >= 0x8000:
+    if midi.type not in (0, 1):
+        raise MIDIConversionError(path, f"the header says MIDI type {midi.type}, but only types 0, 1 and 2 exist; it is likely corrupt")
+    if not 0 < midi.ticks_per_beat < 0x8000:
+        division = midi.ticks_per_beat & 0xFFFF  # mido reads the header's 16 bits as signed
         raise MIDIConversionError(
             path,
-            f"ticks per beat is {midi.ticks_per_beat}; SMPTE time division is not supported, "
-            "only metrical time (1..32767 ticks per beat)",
+            f"the header's time division is 0x{division:04X}, which is "
+            + ("SMPTE time code (not supported; " if division & 0x8000 else "0 ticks per beat (")
+            + "only metrical time, 1..32767 ticks per beat, is read); it is likely corrupt or needs converting",
         )
     return midi
 
@@ -125,16 +139,20 @@ def read_midi(
     steps_per_quarter: int = DEFAULT_STEPS_PER_QUARTER,
     include_drums: bool = False,
     file: BinaryIO | None = None,
+    max_steps: int = MAX_STEPS,
 ) -> MidiRoll:
     """Read a type 0 or 1 MIDI file into a binary piano roll (see the module docstring).
 
     `file`, when given, is read instead of `path`, which then only names it in errors.
+    A roll longer than `max_steps` is refused before it is allocated.
 
     Raises:
-        MIDIConversionError: the file is missing, corrupt, of type 2, or has no notes to keep.
+        MIDIConversionError: the file is missing, corrupt, of type 2, too long, or has no notes to keep.
     """
     if steps_per_quarter <= 0:
         raise ValueError(f"A positive value must be specified for steps_per_quarter, but got {steps_per_quarter}.")
+    if max_steps <= 0:
+        raise ValueError(f"A positive value must be specified for max_steps, but got {max_steps}.")
     path = Path(path)
     midi = _load(path, file)
 
@@ -184,7 +202,16 @@ def read_midi(
             if drum_notes:
                 reason += "; pass include_drums=True (--include-drums) to keep drums"
         raise MIDIConversionError(path, reason)
-    roll, merged, too_short = notes_to_roll(arr, midi.ticks_per_beat / steps_per_quarter)
+    ticks_per_step = midi.ticks_per_beat / steps_per_quarter
+    steps = math.ceil(int(arr[:, 2].max()) / ticks_per_step - SAMPLE_LAG)  # the roll notes_to_roll would build
+    if steps > max_steps:
+        raise MIDIConversionError(
+            path,
+            f"its roll would have {steps:,} steps ({steps * NUM_PITCHES / 2**30:.1f} GiB) at {steps_per_quarter} steps per "
+            f"quarter, over the limit of {max_steps:,}; it is likely corrupt (a note lasting {int(arr[:, 2].max()):,} ticks "
+            f"at {midi.ticks_per_beat} per beat); raise the limit (--max-steps) to read it anyway",
+        )
+    roll, merged, too_short = notes_to_roll(arr, ticks_per_step)
     if not roll.any():
         raise MIDIConversionError(
             path, f"all {too_short} notes are shorter than one step; use a finer grid (--steps-per-quarter)"

@@ -26,7 +26,7 @@ import numpy as np
 
 from rbmsearch.console import cli
 from rbmsearch.errors import DatasetError, RenderError
-from rbmsearch.files import atomic_write, write_json
+from rbmsearch.files import atomic_write, make_dir, write_json
 from rbmsearch.midi import MIN_MIDI_PITCH, NUM_PITCHES, write_midi
 
 __all__ = ["RenderError", "render_run", "roll_stats", "synthesize", "write_png", "write_wav"]
@@ -221,8 +221,7 @@ def render_run(
     fluid = find_fluidsynth() if synth != "builtin" else None
     if synth == "fluidsynth" and fluid is None:
         raise RenderError("synth='fluidsynth' needs the fluidsynth program and a GM soundfont: apt-get install fluidsynth fluid-soundfont-gm.")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_dir(out_dir)
 
     data_path = data or run.data.get("path") or ""
     train_rolls, data_note = [], ""

@@ -26,6 +26,7 @@ from rbmsearch.files import atomic_write, read_json, write_json
 __all__ = ["CONFIG_FILE", "METRICS_FILE", "PARAMS_FILE", "Run", "load_run", "read_metrics", "write_metrics", "write_params", "write_run"]
 
 CONFIG_FILE = "config.json"
+DATA_IDENTITY = ("source", "steps_per_quarter")  # what makes two datasets the same for a run
 PARAMS_FILE = "params.npz"
 METRICS_FILE = "metrics.json"
 
@@ -105,7 +106,8 @@ def load_run(run_dir: str | os.PathLike) -> Run:
 def write_run(run_dir: str | os.PathLike, config: TrainConfig, data: dict) -> None:
     """Write RUN_DIR/config.json. A run already there must be of the same configuration.
 
-    Only `epochs` may differ (to train a run for longer). Raises ConfigError otherwise.
+    Only `epochs` may differ (to train a run for longer), and the data must have the same
+    source and grid (`DATA_IDENTITY`). Raises ConfigError otherwise, before anything is written.
     """
     from rbmsearch.model import ModelConfig
 
@@ -113,12 +115,20 @@ def write_run(run_dir: str | os.PathLike, config: TrainConfig, data: dict) -> No
     saved = {"train": asdict(config), "model": asdict(ModelConfig.of(config)), "data": data}
     path = run_dir / CONFIG_FILE
     if path.exists():
-        previous_config, _ = read_config(run_dir)
+        previous_config, previous_data = read_config(run_dir)
         previous = {**asdict(previous_config), "epochs": config.epochs}
         if previous != saved["train"]:
             changed = sorted(k for k in previous if previous[k] != saved["train"][k])
             raise ConfigError(
                 f"{run_dir} holds a run of another configuration (differs in {changed}, see {path}); "
+                "choose a new --out, or delete that directory to start over."
+            )
+        # A run's identity includes its data: the same parameters on another grid or source are another model.
+        same = {k: previous_data.get(k) for k in DATA_IDENTITY} == {k: data.get(k) for k in DATA_IDENTITY}
+        if not same:
+            raise ConfigError(
+                f"{run_dir} holds a run trained on {previous_data.get('source')!r} at {previous_data.get('steps_per_quarter')} "
+                f"steps per quarter, but this dataset is {data.get('source')!r} at {data.get('steps_per_quarter')}; "
                 "choose a new --out, or delete that directory to start over."
             )
     write_json(path, saved)

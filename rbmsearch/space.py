@@ -318,6 +318,11 @@ class SearchSpace:
     def _check_train_configs(self) -> None:
         """Every range end and every choice, with the rest at their centers, must be a valid TrainConfig."""
         center = self.center()
+        try:  # the fixed values first, so that a bad one is blamed on itself, not on a param
+            self.train_config(center)
+        except ConfigError as e:
+            key = f"fixed.{e.key}" if e.key in self.fixed else f"params.{e.key}" if e.key in center else "fixed"
+            raise SearchSpaceError(self.where, key, f"refused by TrainConfig: {e}") from e
         for param in self.params:
             for value in param.extremes() + [param.center()]:
                 try:

@@ -32,6 +32,7 @@ from rbmsearch.config import MONITORS, TrainConfig
 from rbmsearch.console import cli
 from rbmsearch.data import Dataset, read_dataset
 from rbmsearch.errors import DatasetError, DivergenceError
+from rbmsearch.files import make_dir
 from rbmsearch.run import read_metrics, write_metrics, write_params, write_run
 
 __all__ = ["MonitorSettings", "Report", "monitor", "train"]
@@ -227,13 +228,13 @@ def train(
 
     configure_devices()
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     train_rolls, valid_rolls = dataset.rolls("train"), dataset.rolls("valid")
-    if not train_rolls:
+    if not train_rolls:  # checked before anything is written: a failed start leaves no empty run
         raise DatasetError(data_path or dataset.meta.source, "has no training pieces; rebuild it with a larger --valid/--test split budget left for train")
     if not valid_rolls:  # small datasets: monitor on the training set rather than nothing
         valid_rolls = train_rolls
     meta = dataset.meta
+    make_dir(run_dir)
     write_run(run_dir, config, {"path": data_path, "source": meta.source, "steps_per_quarter": meta.steps_per_quarter, "qpm": meta.qpm})
 
     model = RnnRbm(ModelConfig.of(config), seed=config.seed)
