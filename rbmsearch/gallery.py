@@ -17,6 +17,7 @@ import html
 import http.server
 import json
 import os
+import re
 import urllib.parse
 from pathlib import Path
 
@@ -179,8 +180,21 @@ def build_page(directory: str | os.PathLike) -> Path:
     return write_text(directory / "index.html", page)
 
 
+_LINK = re.compile(r'(?:src|href)="([^"#?]+)')
+REQUEST_TIMEOUT_S = 10  # a client that sends nothing for this long is dropped, freeing its thread
+BACKLOG = 128  # connections waiting to be accepted (the standard library's default is 5)
+
+
+def linked_files(page: Path) -> set[str]:
+    """What index.html links, as paths relative to its directory, and the page itself: all that is served."""
+    links = {urllib.parse.unquote(m) for m in _LINK.findall(page.read_text())} if page.is_file() else set()
+    return {"index.html"} | {link for link in links if "://" not in link and not link.startswith("/")}
+
+
 class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves one directory; refuses any path that resolves outside it."""
+    """Serves the files the page links, from one directory: nothing else, no listings, nothing outside."""
+
+    timeout = REQUEST_TIMEOUT_S
 
     def __init__(self, *args, directory: str, **kwargs):
         self.root = Path(directory).resolve()
@@ -188,20 +202,38 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
 
     def send_head(self):
         raw = urllib.parse.unquote(urllib.parse.urlsplit(self.path).path)
+        if "\x00" in raw:
+            self.send_error(400, "a path with a NUL byte")
+            return None
         target = (self.root / raw.lstrip("/")).resolve()
         if ".." in Path(raw).parts or not target.is_relative_to(self.root):
             self.send_error(403, "outside the served directory")
             return None
+        relative = target.relative_to(self.root).as_posix() if target != self.root else "index.html"
+        if relative not in linked_files(self.root / "index.html"):
+            self.send_error(404, "not a file of the gallery page")
+            return None
+        if target == self.root:
+            self.path = "/index.html"
         return super().send_head()
+
+    def list_directory(self, path):  # never list a directory
+        self.send_error(404, "no directory listings")
+        return None
 
     def log_message(self, format, *args):  # quiet: one line per request on stderr is noise
         pass
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    request_queue_size = BACKLOG
+    daemon_threads = True  # a stuck client never keeps the process alive
+
+
 def make_server(directory: str | os.PathLike, port: int = 8000) -> http.server.ThreadingHTTPServer:
     """An HTTP server for `directory` on 127.0.0.1:port (0 picks a free port); not started."""
     handler = functools.partial(_Handler, directory=str(directory))
-    return http.server.ThreadingHTTPServer(("127.0.0.1", port), handler)
+    return _Server(("127.0.0.1", port), handler)
 
 
 def serve(directory: str | os.PathLike, port: int = 8000) -> None:

@@ -103,3 +103,30 @@ def test_gallery_cli_no_serve(run_page):
     assert out.stdout.strip() == str(run_page)
     bad = subprocess.run([sys.executable, "-m", "rbmsearch.gallery", str(run_page.parent / "samples"), "--no-serve"], capture_output=True, text=True, timeout=300)  # fmt: skip
     assert bad.returncode != 0 and "neither an experiment directory" in bad.stderr
+
+
+def test_server_serves_only_what_the_page_links(server, run_page):
+    run = run_page.parent
+    assert (run / "params.npz").is_file() and (run / "config.json").is_file()
+    for path in ("/params.npz", "/config.json", "/metrics.json", "/ckpt/checkpoint", "/samples/stats.json"):
+        assert get(server, path)[0] == 404, path  # on disk, but not on the page
+    assert get(server, "/samples/")[0] == 404  # no directory listing
+    status, body = get(server, "/")
+    assert status == 200 and body == run_page.read_bytes()
+    assert get(server, "/%00")[0] == 400  # answered, not a dropped connection and a traceback
+    assert get(server, "/samples/sample_0.png")[0] == 200
+
+
+def test_server_answers_200_concurrent_requests_and_a_slow_client_blocks_no_one(server):
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    port = server.server_address[1]
+    slow = socket.create_connection(("127.0.0.1", port))  # sends nothing: it holds one thread until its timeout
+    try:
+        slow.sendall(b"GET /index.html HTTP/1.1\r\n")  # and never finishes its request
+        with ThreadPoolExecutor(200) as pool:
+            statuses = list(pool.map(lambda _: get(server, "/samples/sample_0.mid")[0], range(200)))
+        assert statuses == [200] * 200
+    finally:
+        slow.close()
