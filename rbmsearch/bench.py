@@ -1,13 +1,14 @@
 """Benchmarks that users run on their own hardware.
 
-    python -m rbmsearch.bench NAME [options]      # NAME: data, train, generate, tune, render
+    python -m rbmsearch.bench NAME [options]      # NAME: data, train, generate, tune, render, fuzz
 
 Each benchmark logs progress to stderr and ends with its figures as one JSON line on stdout.
 `data`: import speed and Parquet load time. `train`: training frames/s of full CD-k steps at
 the paper's size, with the fraction of this machine's matmul rate. `generate`: generation
 frames/s, one chain and 16 in a batch. `tune`: Ray Tune's overhead per trial, and concurrent
 against sequential trials per hour. `render`: rendering 8 samples, and building a 50-trial
-gallery page. Measured figures and their commands: docs/results.md.
+gallery page. `fuzz`: importing generated pathological MIDI files (`rbmsearch.fuzz`):
+crashes, files/s and peak memory. Measured figures and their commands: docs/results.md.
 """
 
 from __future__ import annotations
@@ -287,7 +288,41 @@ def bench_tune(args: argparse.Namespace) -> dict:
     return figures
 
 
-BENCHMARKS = {"data": bench_data, "train": bench_train, "generate": bench_generate, "tune": bench_tune, "render": bench_render}
+def bench_fuzz(args: argparse.Namespace) -> dict:
+    """Import a generated folder of good and pathological MIDI files (`rbmsearch.fuzz`)."""
+    import resource
+
+    from rbmsearch.fuzz import check_import, make_corpus
+
+    with tempfile.TemporaryDirectory(prefix="rbmsearch-fuzz-") as folder:
+        start = time.perf_counter()
+        corpus = make_corpus(folder, args.files, args.seed)
+        made_s = time.perf_counter() - start
+        start = time.perf_counter()
+        try:
+            report, crash = check_import(folder, corpus, workers=args.workers), ""
+        except Exception as e:  # a crash is the figure this benchmark exists to count
+            report, crash = None, f"{type(e).__name__}: {e}"
+        import_s = time.perf_counter() - start
+    peak_kb = max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    return {
+        "files": args.files,
+        "seed": args.seed,
+        "generate_s": round(made_s, 2),
+        "import_s": round(import_s, 2),
+        "files_per_s": round(args.files / import_s, 1),
+        "crashes": int(bool(crash)),
+        "crash": crash,
+        "problems": len(report.problems) if report else None,
+        "first_problems": report.problems[:5] if report else [],
+        "imported": report.imported if report else None,
+        "skipped": report.skipped if report else None,
+        "skipped_by_kind": report.skipped_by_kind if report else {},
+        "peak_rss_mb": round(peak_kb / 1024, 1),
+    }
+
+
+BENCHMARKS = {"fuzz": bench_fuzz, "data": bench_data, "train": bench_train, "generate": bench_generate, "tune": bench_tune, "render": bench_render}
 
 
 @cli
@@ -308,6 +343,10 @@ def main(argv: list[str] | None = None) -> None:
     generate.add_argument("--repeats", type=int, default=3)
     generate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrainConfig field")
     _tune_arguments(commands.add_parser("tune", help="Ray Tune overhead, and concurrent vs sequential trials"))
+    fuzz = commands.add_parser("fuzz", help="import good and pathological MIDI files: crashes, problems, speed, peak memory")
+    fuzz.add_argument("--files", type=int, default=1000)
+    fuzz.add_argument("--seed", type=int, default=0)
+    fuzz.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     render = commands.add_parser("render", help="rendering samples and building the gallery page")
     render.add_argument("--num", type=int, default=8, help="samples")
     render.add_argument("--steps", type=int, default=256, help="steps per sample")

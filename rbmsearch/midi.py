@@ -8,7 +8,8 @@ Reads a MIDI file (type 0 or 1) into the one piano-roll layout, a `(steps, 88)` 
 music `SAMPLE_LAG` of a step after its grid point, as JSB was sampled; all channels merge
 except General MIDI drums; velocity-0 note-ons are note-offs and overlaps of one pitch close
 first in, first out; a note struck again as it ends merges into one held note, so
-roll -> MIDI -> roll is exact. What was dropped or merged is counted in `MidiRoll`.
+roll -> MIDI -> roll is exact up to trailing silence (a read roll ends at its last sounding
+step). What was dropped or merged is counted in `MidiRoll`.
 """
 
 from __future__ import annotations
