@@ -427,10 +427,10 @@ def load_source(source: str, options: BuildOptions = BuildOptions()) -> Dataset:
         else:
             raise DatasetError(path, f"no such file or folder; give a folder of MIDI files, a .pickle file or {BACH_CHORALES!r}")
     if not dataset.pieces:
+        shown = "; ".join(f"{s.path}: {s.reason}" for s in dataset.skipped[:3]) + ("; ..." if len(dataset.skipped) > 3 else "")
         raise DatasetError(
             source,
-            f"yielded no pieces ({len(dataset.skipped)} file(s) skipped, reasons below); "
-            "fix or remove those files, or point --source elsewhere\n" + dataset.summary(),
+            f"yielded no pieces: all {len(dataset.skipped)} skipped ({shown}); fix or remove those files, or point --source elsewhere",
         )
     return dataset
 

@@ -387,9 +387,12 @@ def load_space(name_or_path: str | os.PathLike) -> SearchSpace:
     try:
         text = path.read_text()
     except OSError as e:
-        raise SearchSpaceError(path, "(file)", f"cannot be read ({e.strerror or e}); the shipped spaces are {sorted(shipped_spaces())}.") from e
+        raise SearchSpaceError(path, "(file)", f"cannot be read ({e.strerror or e}); give an existing .yaml file, or one of the shipped spaces {sorted(shipped_spaces())}.") from e
     try:
         raw = yaml.load(text, Loader=_SpaceLoader)
     except yaml.YAMLError as e:
-        raise SearchSpaceError(path, "(file)", f"is not valid YAML: {e}") from e
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise SearchSpaceError(path, "(file)", f"is not valid YAML ({problem}{where}); fix the file (format: search_spaces/README.md).") from e
     return SearchSpace.from_dict(raw, str(path), path.stem)

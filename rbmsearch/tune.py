@@ -423,7 +423,7 @@ def _read_search_file(experiment: str) -> dict:
     path = f"{experiment}/{SEARCH_FILE}"
     text = read_text(path)
     if text is None:
-        raise SearchError(f"{path}: missing, so {experiment} is not an rbmsearch experiment (or not one to resume).")
+        raise SearchError(f"{path}: missing, so {experiment} is not an rbmsearch experiment; give the --storage and --name of one that `python -m rbmsearch.tune` started.")
     try:
         saved = json.loads(text)
     except json.JSONDecodeError as e:

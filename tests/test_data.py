@@ -115,7 +115,7 @@ def test_a_folder_of_only_bad_files_fails_and_keeps_the_old_dataset(tmp_path, mi
     bad = tmp_path / "bad"
     bad.mkdir()
     (bad / "a.mid").write_bytes(b"MThd garbage")
-    with pytest.raises(DatasetError, match=r"yielded no pieces \(1 file\(s\) skipped") as info:
+    with pytest.raises(DatasetError, match=r"yielded no pieces: all 1 skipped \(a.mid: not a readable MIDI file") as info:
         build(str(bad), out, QUIET)
     assert "a.mid" in str(info.value)
     assert out.read_bytes() == before

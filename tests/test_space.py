@@ -104,7 +104,7 @@ def test_missing_space_file(tmp_path):
     with pytest.raises(SearchSpaceError, match=r"nope.yaml: \(file\): cannot be read") as info:
         load_space(tmp_path / "nope.yaml")
     assert info.value.path == str(tmp_path / "nope.yaml") and info.value.key == "(file)"
-    assert "the shipped spaces are ['default', 'paper', 'smoke']" in str(info.value)
+    assert "or one of the shipped spaces ['default', 'paper', 'smoke']" in str(info.value)
 
 
 def test_shipped_spaces_by_name_and_an_unknown_name():
