@@ -2,7 +2,8 @@
 
 Library code logs to the "rbmsearch" loggers and warns with `warnings`; only a CLI decides
 that those reach the terminal. A domain error (`RbmsearchError`) ends a command with its
-one-line message and exit status 1; anything else is a bug and keeps its traceback.
+one-line message and exit status 1 (`--debug`, or RBMSEARCH_DEBUG=1, shows its traceback);
+anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -15,7 +16,9 @@ from collections.abc import Callable
 
 from rbmsearch.errors import RbmsearchError
 
-__all__ = ["cli"]
+__all__ = ["DEBUG_FLAG", "cli"]
+
+DEBUG_FLAG = "--debug"  # any command: show the traceback of a domain error instead of one line
 
 
 class _Formatter(logging.Formatter):
@@ -31,6 +34,9 @@ def cli(main: Callable[[list[str] | None], None]) -> Callable[[list[str] | None]
 
     @functools.wraps(main)
     def wrapped(argv: list[str] | None = None) -> None:
+        argv = sys.argv[1:] if argv is None else list(argv)
+        debug = DEBUG_FLAG in argv or os.environ.get("RBMSEARCH_DEBUG") == "1"
+        argv = [a for a in argv if a != DEBUG_FLAG]
         # TensorFlow's C++ start-up banners (oneDNN, CUDA probing) are noise on a terminal.
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         logger = logging.getLogger("rbmsearch")
@@ -45,6 +51,8 @@ def cli(main: Callable[[list[str] | None], None]) -> Callable[[list[str] | None]
         try:
             main(argv)
         except RbmsearchError as e:
+            if debug:  # the whole traceback, for a bug report
+                raise
             raise SystemExit(f"error: {e}") from e
         finally:
             logger.removeHandler(handler)

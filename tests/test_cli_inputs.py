@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
-from dataclasses import asdict
 
 import numpy as np
 import pyarrow as pa
@@ -229,3 +228,14 @@ def test_tune_resume_search_file(capsys, content, tmp_path):
 def test_the_table_has_at_least_100_cases():
     cases = 4 * len(BAD_PARQUETS) + 3 * len(BAD_RUNS) + len(BAD_SOURCES) + len(BAD_SPACES) + 5
     assert cases >= 100, cases
+
+
+def test_debug_shows_the_traceback_instead_of_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    missing = tmp_path / "missing.parquet"
+    quiet = subprocess.run([sys.executable, "-m", "rbmsearch.data", "info", str(missing)], capture_output=True, text=True, timeout=120)
+    loud = subprocess.run([sys.executable, "-m", "rbmsearch.data", "info", str(missing), "--debug"], capture_output=True, text=True, timeout=120)
+    assert quiet.returncode == 1 and "Traceback" not in quiet.stderr and quiet.stderr.startswith(f"error: {missing}: no such file")
+    assert loud.returncode == 1 and "Traceback (most recent call last)" in loud.stderr and "rbmsearch.errors.DatasetError" in loud.stderr
