@@ -56,6 +56,7 @@ def cli(main: Callable[[list[str] | None], None]) -> Callable[[list[str] | None]
             raise SystemExit(f"error: {e}") from e
         finally:
             logger.removeHandler(handler)
-            logger.level, logger.propagate = saved
+            logger.setLevel(saved[0])  # setLevel, not .level =: it clears logging's cached levels
+            logger.propagate = saved[1]
 
     return wrapped

@@ -6,6 +6,7 @@ setting, the problem and the fix. Anything else is a bug and keeps its traceback
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 
@@ -64,7 +65,7 @@ class RenderError(RbmsearchError):
     """A run directory, primer or output cannot be rendered; the message names it and the fix."""
 
 
-class GalleryError(RbmsearchError):
+class GalleryError(_PathError):
     """The directory is neither an experiment nor a run directory; the message says what to pass."""
 
 
@@ -110,7 +111,7 @@ class DivergenceError(RbmsearchError):
         self.epoch = epoch
         self.what = what
         self.config = config
-        values = config if isinstance(config, dict) else _as_dict(config)
+        values = dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(config)
         super().__init__(
             f"training diverged at epoch {epoch}: {what} is not finite. Configuration: "
             f"{json.dumps(values, sort_keys=True)}. Lower learning_rate, set clip_norm, or reduce cd_k."
@@ -119,8 +120,3 @@ class DivergenceError(RbmsearchError):
     def __reduce__(self):
         return type(self), (self.epoch, self.what, self.config)
 
-
-def _as_dict(config) -> dict:
-    import dataclasses
-
-    return dataclasses.asdict(config) if dataclasses.is_dataclass(config) else dict(vars(config))

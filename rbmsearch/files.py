@@ -14,7 +14,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from rbmsearch.errors import OutputError, RbmsearchError, _PathError
+from rbmsearch.errors import OutputError, RbmsearchError
 
 __all__ = ["atomic_write", "make_dir", "read_json", "write_json", "write_text"]
 
@@ -70,21 +70,17 @@ def write_json(path: str | os.PathLike, obj) -> Path:
 def read_json(path: str | os.PathLike, error: type[RbmsearchError], fix: str):
     """Parse a JSON file; a missing, unreadable or malformed one raises `error(path, reason)`.
 
-    `error` is an RbmsearchError class (a path error gets the path as its own field); `fix`
+    `error` is a path error class of rbmsearch.errors, called as error(path, reason); `fix`
     ends the message ("rerun ...").
     """
     path = Path(path)
-
-    def fail(reason: str) -> RbmsearchError:
-        return error(path, reason) if issubclass(error, _PathError) else error(f"{path}: {reason}")
-
     try:
         text = path.read_text()
     except FileNotFoundError as e:
-        raise fail(f"missing; {fix}") from e
+        raise error(path, f"missing; {fix}") from e
     except (OSError, UnicodeDecodeError) as e:
-        raise fail(f"cannot be read ({e}); {fix}") from e
+        raise error(path, f"cannot be read ({e}); {fix}") from e
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise fail(f"is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}), perhaps truncated; {fix}") from e
+        raise error(path, f"is not valid JSON ({e.msg} at line {e.lineno}, column {e.colno}), perhaps truncated; {fix}") from e

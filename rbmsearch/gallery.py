@@ -49,8 +49,9 @@ def _kind(directory: Path) -> str:
     if (directory / "config.json").is_file() and (directory / "params.npz").is_file():
         return "run"
     raise GalleryError(
-        f"{directory}: neither an experiment directory (best.json + trials.json, from `python -m rbmsearch.tune`) "
-        "nor a run directory (config.json + params.npz, from `python -m rbmsearch.train`); pass one of those."
+        directory,
+        "neither an experiment directory (best.json + trials.json, from `python -m rbmsearch.tune`) "
+        "nor a run directory (config.json + params.npz, from `python -m rbmsearch.train`); pass one of those.",
     )
 
 
@@ -185,10 +186,20 @@ REQUEST_TIMEOUT_S = 10  # a client that sends nothing for this long is dropped, 
 BACKLOG = 128  # connections waiting to be accepted (the standard library's default is 5)
 
 
-def linked_files(page: Path) -> set[str]:
+def linked_files(page: Path) -> frozenset[str]:
     """What index.html links, as paths relative to its directory, and the page itself: all that is served."""
-    links = {urllib.parse.unquote(m) for m in _LINK.findall(page.read_text())} if page.is_file() else set()
-    return {"index.html"} | {link for link in links if "://" not in link and not link.startswith("/")}
+    try:
+        stamp = page.stat().st_mtime_ns
+    except OSError:
+        return frozenset({"index.html"})
+    return _parse_links(page, stamp)
+
+
+@functools.lru_cache(maxsize=8)
+def _parse_links(page: Path, stamp: int) -> frozenset[str]:
+    """The links of one version of the page (`stamp`: its mtime), parsed once, not per request."""
+    links = {urllib.parse.unquote(m) for m in _LINK.findall(page.read_text())}
+    return frozenset({"index.html"} | {link for link in links if "://" not in link and not link.startswith("/")})
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
