@@ -258,7 +258,8 @@ def bench_tune(args: argparse.Namespace) -> dict:
     (reports and checkpoint uploads excluded): process start-up, imports, scheduling,
     checkpointing. The sequential search gives each trial all the machine's cores.
     """
-    from rbmsearch.tune import ray_session, run_search
+    from rbmsearch.tune import run_search
+    from rbmsearch.workers import ray_session
 
     cpus = os.cpu_count() or 1
     start = time.perf_counter()

@@ -16,7 +16,6 @@ proposes configurations, a ConcurrencyLimiter bounds them, ASHA stops weak ones 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import math
@@ -24,7 +23,6 @@ import os
 import shutil
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,8 +34,9 @@ from rbmsearch.report import TrialSummary, optuna_distributions, report_search, 
 from rbmsearch.space import DEFAULT_SPACE, SearchSettings, SearchSpace, load_space
 from rbmsearch.storage import is_uri, read_text, storage_root, store_text
 from rbmsearch.train import train
+from rbmsearch.workers import configure_process, ray_session
 
-__all__ = ["check_shared_storage", "finish", "network_filesystem", "ray_session", "run_search", "run_trial", "single_trial"]
+__all__ = ["check_shared_storage", "finish", "network_filesystem", "run_search", "run_trial", "single_trial"]
 
 log = logging.getLogger(__name__)
 
@@ -58,22 +57,6 @@ class TrialSpec:
     space: SearchSpace
     data_path: str  # provenance, written into each run's config.json
     marker_dir: str = ""  # where diverged trials leave a note (a path or URI); "" for none
-
-
-def _configure_process(cpus: float, gpus: float) -> None:
-    """Before TF starts in this process: its threads follow the trial's CPUs; no GPU if it has none."""
-    if gpus == 0:
-        # TF reads this when it initialises CUDA: a CPU trial on a GPU node must not claim a GPU.
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # one banner per trial process is noise
-    import tensorflow as tf
-
-    threads = max(1, int(cpus))
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(threads)
-    except RuntimeError as e:  # TF already ran ops here with other settings
-        warnings.warn(f"Could not set TensorFlow to {threads} thread(s) ({e}); the trial may use more cores than it reserved.", stacklevel=2)
 
 
 class _ValidationAcc:
@@ -111,7 +94,7 @@ def run_trial(params: dict, dataset: Dataset, spec: TrialSpec, session) -> dict:
     the last checkpoint into run_dir), `report(metrics, run_dir)`.
     """
     settings = spec.space.settings
-    _configure_process(settings.cpus_per_trial, settings.gpus_per_trial)
+    configure_process(settings.cpus_per_trial, settings.gpus_per_trial)
     config = spec.space.train_config(params)
     restored = session.restore()
     acc = _ValidationAcc(dataset, settings.acc_frames, config) if settings.acc_frames else None
@@ -220,22 +203,6 @@ def _latest_experiment(storage: str) -> str:
 
 def _trial_name(trial) -> str:
     return f"trial_{trial.trial_id}"
-
-
-@contextlib.contextmanager
-def ray_session(address: str | None = None):
-    """Ray for the duration of a with-block: joins `address` (or $RAY_ADDRESS), else starts a
-    local Ray; shuts down only a Ray that it started."""
-    import ray
-
-    started = not ray.is_initialized()
-    if started:
-        ray.init(address=address or os.environ.get("RAY_ADDRESS") or "local")
-    try:
-        yield
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def _path_exists(path: str) -> bool:

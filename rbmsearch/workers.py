@@ -1,0 +1,120 @@
+"""Where the heavy work runs: Ray for the length of a with-block, and a worker process's setup.
+
+`ray_session` joins a running cluster (`--address`, or $RAY_ADDRESS) or starts a local Ray that
+listens on the loopback only. `configure_process` fits TensorFlow to what Ray gave a task: its
+threads follow the task's CPUs, and a task without GPUs never claims one. Search trials
+(`rbmsearch.tune`) and scoring shards (`rbmsearch.scoring`) both use them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["Resources", "configure_process", "ray_session"]
+
+log = logging.getLogger(__name__)
+
+# Ray 2.60 has no public switch for the address a local instance binds. On macOS and Windows
+# it binds the loopback, because this flag is off there; off here too, a laptop's search is
+# not reachable from its network. It is read when Ray's processes start.
+_LOOPBACK_FLAG = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one trial or one scoring shard asks Ray for."""
+
+    cpus: float = 1
+    gpus: float = 0
+    custom: dict = field(default_factory=dict)  # e.g. {"big_node": 1}
+
+    def ray_options(self) -> dict:
+        return {"num_cpus": self.cpus, "num_gpus": self.gpus, "resources": dict(self.custom)}
+
+
+@contextlib.contextmanager
+def _loopback_only():
+    """A local Ray started inside this block binds 127.0.0.1 (its GCS, raylet, workers, agents)."""
+    from ray._private import ray_constants
+
+    saved_env, saved_flag = os.environ.get(_LOOPBACK_FLAG), ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[_LOOPBACK_FLAG] = "0"  # for the processes Ray starts
+    ray_constants.ENABLE_RAY_CLUSTER = False  # for this one, which has read it already
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(_LOOPBACK_FLAG, None)
+        else:
+            os.environ[_LOOPBACK_FLAG] = saved_env
+
+
+def _reap_orphaned_agents() -> int:
+    """Kill this user's Ray processes whose raylet is gone; returns how many.
+
+    When a driver that started a local Ray is killed (SIGKILL, OOM), its raylet dies with it,
+    but the dashboard and runtime-env agents then wait 60 s on a report to the dead GCS
+    before they exit. Linux only (it reads /proc); elsewhere it does nothing.
+    """
+    reaped = 0
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if proc.stat().st_uid != os.getuid() or not (proc / "comm").read_text().startswith("ray::"):
+                continue
+            parent = (proc / "stat").read_text().rsplit(")", 1)[1].split()[1]
+            env = dict(item.split(b"=", 1) for item in (proc / "environ").read_bytes().split(b"\0") if b"=" in item)
+            raylet = env.get(b"RAY_RAYLET_PID", b"").decode()
+            # A raylet's children are its workers and agents; one handed to init has lost its raylet.
+            if parent == "1" or (raylet.isdigit() and not Path(f"/proc/{raylet}").exists()):
+                os.kill(int(proc.name), signal.SIGKILL)  # SIGTERM too would wait on the dead GCS
+                reaped += 1
+        except (OSError, ValueError):  # gone meanwhile, or not ours to read
+            continue
+    if reaped:
+        log.info("stopped %d Ray agent process(es) left behind by an earlier Ray that was killed", reaped)
+    return reaped
+
+
+@contextlib.contextmanager
+def ray_session(address: str | None = None, **init_options):
+    """Ray for the duration of a with-block: joins `address` (or $RAY_ADDRESS), else starts a
+    local Ray on the loopback; shuts down only a Ray that it started."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        address = address or os.environ.get("RAY_ADDRESS")
+        if address:
+            ray.init(address=address, **init_options)
+        else:
+            _reap_orphaned_agents()
+            with _loopback_only():
+                ray.init(address="local", **init_options)
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def configure_process(cpus: float, gpus: float) -> None:
+    """Before TF starts in this process: its threads follow the task's CPUs; no GPU if it has none."""
+    if gpus == 0:
+        # TF reads this when it initialises CUDA: a CPU task on a GPU node must not claim a GPU.
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # one banner per worker process is noise
+    import tensorflow as tf
+
+    threads = max(1, int(cpus))
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError as e:  # TF already ran ops here with other settings
+        warnings.warn(f"Could not set TensorFlow to {threads} thread(s) ({e}); the task may use more cores than it reserved.", stacklevel=2)
