@@ -12,7 +12,7 @@ import numpy as np
 
 from rbmsearch.arrays import binary_array, float_array
 
-__all__ = ["decoded_accuracy", "expected_counts", "expected_frame_accuracy", "pooled_accuracy", "repeat_accuracy"]
+__all__ = ["decoded_accuracy", "expected_counts", "expected_frame_accuracy", "pooled_accuracy", "previous_frames", "repeat_accuracy", "sampled_accuracy"]
 
 
 def expected_frame_accuracy(v_true: np.ndarray, v_samples: np.ndarray, per_frame: bool = False) -> float:
@@ -47,7 +47,13 @@ def expected_frame_accuracy(v_true: np.ndarray, v_samples: np.ndarray, per_frame
             f"Expected v_samples of shape (S >= 1, N, n_v) = (S, {v_true.shape[0]}, "
             f"{v_true.shape[1]}) to match v_true, but got shape {v_samples.shape}."
         )
-    counts = np.stack([expected_counts(v_true, sample) for sample in v_samples])  # (S, N, 3)
+    return sampled_accuracy(np.stack([expected_counts(v_true, sample) for sample in v_samples]), per_frame)
+
+
+def sampled_accuracy(counts: np.ndarray, per_frame: bool = False) -> float:
+    """`expected_frame_accuracy` from the samples' counts (S, N, 3) (TP, FP, FN of sample s at
+    frame t): counts of frames scored apart (shards) concatenate along N."""
+    counts = float_array(counts, "counts", "(S, N, 3)", 3, np.float64)
     if not per_frame:
         return float(np.mean([pooled_accuracy(c) for c in counts]))
     tp, denom = counts[..., 0], counts.sum(axis=-1)
@@ -128,6 +134,10 @@ def repeat_accuracy(rolls: list[np.ndarray]) -> float:
     """
     if not rolls:
         return 1.0
-    truth = np.concatenate(rolls).astype(bool)
-    previous = np.concatenate([np.concatenate([np.zeros_like(r[:1]), r[:-1]]) for r in rolls]).astype(bool)
-    return pooled_accuracy(expected_counts(truth, previous))
+    return pooled_accuracy(expected_counts(np.concatenate(rolls).astype(bool), previous_frames(rolls)))
+
+
+def previous_frames(rolls: list[np.ndarray]) -> np.ndarray:
+    """(N, n_v) bool: the frame before each frame of the concatenated rolls (silence before a
+    piece's first), the prediction `repeat_accuracy` scores."""
+    return np.concatenate([np.concatenate([np.zeros_like(r[:1]), r[:-1]]) for r in rolls]).astype(bool)

@@ -1,11 +1,13 @@
 """Benchmarks that users run on their own hardware.
 
-    python -m rbmsearch.bench NAME [options]      # NAME: data, train, generate, tune, render, fuzz
+    python -m rbmsearch.bench NAME [options]      # NAME: data, train, generate, evaluate, tune, render, fuzz
 
 Each benchmark logs progress to stderr and ends with its figures as one JSON line on stdout.
 `data`: import speed and Parquet load time. `train`: training frames/s of full CD-k steps at
 the paper's size, with the fraction of this machine's matmul rate. `generate`: generation
-frames/s, one chain and 16 in a batch. `tune`: Ray Tune's overhead per trial, and concurrent
+frames/s, one chain and 16 in a batch. `evaluate`: scoring a test split (AIS, RAISE and the
+sampled accuracy) in frames/s, with its FLOPs and random draws per frame and the share of this
+machine's rate on the same products, and the NLL with its interval. `tune`: Ray Tune's overhead per trial, and concurrent
 against sequential trials per hour. `render`: rendering 8 samples, and building a 50-trial
 gallery page. `fuzz`: importing generated pathological MIDI files (`rbmsearch.fuzz`):
 crashes, files/s and peak memory. Measured figures and their commands: docs/results.md.
@@ -93,6 +95,87 @@ def train_flops_per_frame(n_v: int, n_h: int, n_u: int, k: int) -> int:
     gibbs = k * 4 * n_v * n_h
     free_energies = 2 * 2 * n_v * n_h
     return gibbs + 3 * (rnn + free_energies)
+
+
+def chain_matmul_gflops(n_v: int, n_h: int, chains: int = 10_000, repeats: int = 20, best_of: int = 5) -> float:
+    """This machine's rate on the evaluation's own products, (chains, n_v) @ (n_v, n_h) and
+    (chains, n_h) @ (n_h, n_v), in GFLOP/s: the best of `best_of` timings."""
+    import tensorflow as tf
+
+    v = tf.random.stateless_uniform((chains, n_v), seed=[0, 0])
+    h = tf.random.stateless_uniform((chains, n_h), seed=[0, 1])
+    W = tf.random.stateless_normal((n_v, n_h), seed=[0, 2])
+    both = tf.function(lambda v, h: tf.reduce_sum(tf.matmul(v, W)) + tf.reduce_sum(tf.matmul(h, W, transpose_b=True)))
+    both(v, h).numpy()
+    best = float("inf")
+    for _ in range(best_of):
+        start = time.perf_counter()
+        for _ in range(repeats):
+            out = both(v, h)
+        out.numpy()
+        best = min(best, (time.perf_counter() - start) / repeats)
+    return 4 * chains * n_v * n_h / best / 1e9
+
+
+def _betas_tried(settings, final: int) -> list[int]:
+    """The temperature counts an estimator annealed with to reach `final` (see score_shard)."""
+    if settings.gap_tolerance == 0:
+        return [settings.ais_betas]
+    tried = [min(settings.start_betas, settings.ais_betas)]
+    while tried[-1] < final:
+        tried.append(min(2 * tried[-1], settings.ais_betas))
+    return tried
+
+
+def bench_evaluate(args: argparse.Namespace) -> dict:
+    """The test split's score of a run (or of the default configuration, trained first)."""
+    from rbmsearch.config import TrainConfig
+    from rbmsearch.data import read_dataset
+    from rbmsearch.evaluate import EvalSettings, evaluate
+    from rbmsearch.model import configure_devices
+    from rbmsearch.run import load_run
+    from rbmsearch.scoring import MIXING_CHECK_EVERY, MIXING_CHECK_SAMPLES, SHARD_FRAMES
+    from rbmsearch.train import train
+
+    devices = configure_devices()
+    dataset = read_dataset(args.source)
+    with tempfile.TemporaryDirectory(prefix="rbmsearch-bench-") as tmp:
+        run_dir = args.run
+        if run_dir is None:
+            run_dir = Path(tmp) / "run"
+            train(TrainConfig(), dataset, run_dir, data_path=args.source, evaluate_test=False)
+        model = load_run(run_dir).model
+        n_v, n_h = model.W.shape
+        settings = EvalSettings(ais_runs=args.ais_runs, ais_betas=args.ais_betas, seed=args.seed, gap_tolerance=args.gap_tolerance, base=args.base)
+        limit_before = chain_matmul_gflops(n_v, n_h)
+        result = evaluate(model, dataset.rolls("test"), settings, progress=True, frames=args.frames, use_ray=False)
+        limit = max(limit_before, chain_matmul_gflops(n_v, n_h))
+    frames, seconds = result["frames"], result["seconds"]
+    # Gibbs sweeps per frame: every annealing a shard ran (the doublings before agreement), the
+    # sampled predictions and the mixing check.
+    shard_frames = [min(SHARD_FRAMES, frames - i * SHARD_FRAMES) for i in range(len(result["betas_by_shard"]))]
+    annealed = 0.0
+    for n, (final_ais, final_raise) in zip(shard_frames, result["betas_by_shard"]):
+        annealed += n * settings.ais_runs * sum(k - 1 for k in _betas_tried(settings, final_ais))
+        annealed += n * settings.raise_runs * sum(k - 1 for k in _betas_tried(settings, final_raise))
+    steps = round(annealed / frames + (settings.acc_samples + MIXING_CHECK_SAMPLES / MIXING_CHECK_EVERY) * settings.acc_gibbs_k)
+    flops = 4 * n_v * n_h * steps  # per frame: the two products of every Gibbs sweep
+    keys = ("nll", "nll_raise", "nll_ci95", "nll_gap", "acc", "acc_decoded", "acc_mixing_gap", "frames", "frames_in_split", "subsample",
+            "ais_runs", "ais_betas", "raise_runs", "gap_tolerance", "base", "betas_by_shard")  # fmt: skip
+    return {
+        "source": args.source,
+        "run": str(args.run) if args.run else "the default configuration, trained first",
+        **{k: result[k] for k in keys},
+        "seconds": seconds,
+        "frames_per_s": round(frames / seconds, 2),
+        "gibbs_sweeps_per_frame": steps,
+        "random_draws_per_frame": steps * (n_v + n_h),
+        "mflop_per_frame": round(flops / 1e6, 1),
+        "achieved_gflops": round(frames * flops / seconds / 1e9, 1),
+        "limit_gflops": round(limit, 1),
+        "limit_fraction": round(frames * flops / seconds / 1e9 / limit, 3),
+        "devices": devices,
+    }
 
 
 def bench_train(args: argparse.Namespace) -> dict:
@@ -323,7 +406,7 @@ def bench_fuzz(args: argparse.Namespace) -> dict:
     }
 
 
-BENCHMARKS = {"fuzz": bench_fuzz, "data": bench_data, "train": bench_train, "generate": bench_generate, "tune": bench_tune, "render": bench_render}
+BENCHMARKS = {"evaluate": bench_evaluate, "fuzz": bench_fuzz, "data": bench_data, "train": bench_train, "generate": bench_generate, "tune": bench_tune, "render": bench_render}
 
 
 @cli
@@ -344,6 +427,15 @@ def main(argv: list[str] | None = None) -> None:
     generate.add_argument("--repeats", type=int, default=3)
     generate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrainConfig field")
     _tune_arguments(commands.add_parser("tune", help="Ray Tune overhead, and concurrent vs sequential trials"))
+    evaluate = commands.add_parser("evaluate", help="scoring a test split: frames/s, the share of this machine's limit, the NLL")
+    evaluate.add_argument("--source", required=True, help="a Parquet dataset with a test split")
+    evaluate.add_argument("--run", help="a run directory to score (default: train the default configuration first)")
+    evaluate.add_argument("--frames", type=int, help="an even spread of this many test frames (default: all)")
+    evaluate.add_argument("--ais-runs", type=int, default=100)
+    evaluate.add_argument("--ais-betas", type=int, default=1000)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--gap-tolerance", type=float, default=0.05, help="0: always --ais-betas temperatures (the earlier protocol)")
+    evaluate.add_argument("--base", choices=("fitted", "own-bv"), default="fitted")
     fuzz = commands.add_parser("fuzz", help="import good and pathological MIDI files: crashes, problems, speed, peak memory")
     fuzz.add_argument("--files", type=int, default=1000)
     fuzz.add_argument("--seed", type=int, default=0)

@@ -2,12 +2,18 @@
 
     python -m rbmsearch.evaluate RUN_DIR [--data DATA.parquet] [--split test] [--ais-runs 100] [--ais-betas 1000]
                                  [--raise-runs 10] [--acc-samples 10] [--acc-gibbs-k 1000] [--seed 0]
+                                 [--frames N] [--address auto|HOST:PORT|local] [--cpus-per-shard C] [--gpus-per-shard G]
 
 Reads a run directory (`rbmsearch.run`) and its dataset; prints one JSON object with `nll`
 (nats per frame, AIS with 100 runs as in Boulanger-Lewandowski et al., ICML 2012),
 `nll_raise` (reverse AIS, Burda et al. 2015), `acc` (Bay et al. 2009, sampled predictions),
 `acc_annealed`, `acc_decoded` (the model's best guess), `acc_repeat` (copying the previous
-frame) and the settings. `train` and `tune` score their test split through `score_run`.
+frame) and the settings; every NLL comes with its 95% interval over frames (`nll_ci95`).
+The frames are scored in shards (`rbmsearch.scoring`), each kept under RUN_DIR/eval/ as it
+finishes, so running the same command again redoes only the missing shards. Without
+--address the shards run one after another in this process, whose TensorFlow uses every core
+(one process needs no Ray start and loads TF once); with it, as Ray tasks on the cluster.
+`train` and `tune` score their test split through `score_run`, `tune` on its Ray workers.
 What each figure means and when to trust it: docs/evaluation.md.
 """
 
@@ -16,107 +22,166 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from rbmsearch.config import AIS_BETAS, AIS_RUNS
 from rbmsearch.console import cli
+from rbmsearch.scoring import SHARD_FRAMES, EvalSettings, Shard, ShardStore, run_shards, settings_plan
+from rbmsearch.workers import Resources, ray_running
 
-__all__ = ["EvalSettings", "evaluate", "evaluate_run", "sample_predictions", "score_run"]
+__all__ = ["EvalSettings", "evaluate", "evaluate_run", "score_run", "subsample"]
 
 log = logging.getLogger(__name__)
 
-MIXING_CHECK_SAMPLES = 2  # chains per frame started at the true frame, for acc_mixing_gap
-MIXING_GAP_WARNING = 0.01  # warn when those score this much higher than the chains from silence
+MIXING_GAP_WARNING = 0.01  # warn when chains from the truth score this much higher than those from silence
 NLL_GAP_WARNING = 0.05  # warn when RAISE's NLL and AIS's differ by more (nats per frame)
+Z95 = 1.959964  # the normal distribution's two-sided 95% point
 
 
-@dataclass(frozen=True)
-class EvalSettings:
-    ais_runs: int = AIS_RUNS  # AIS runs per frame, as in the paper
-    ais_betas: int = AIS_BETAS  # temperatures; too few flatter sharp models (docs/evaluation.md)
-    acc_samples: int = 10
-    # Gibbs steps per predicted frame, from silence: generation's 25 do not mix, 1000 do
-    # (docs/evaluation.md, "Sampled"); `acc_mixing_gap` checks it on every evaluation.
-    acc_gibbs_k: int = 1000
-    seed: int = 0
-    # RAISE runs per frame for `nll_raise`, a tenth of AIS's cost: fewer runs only make it
-    # more cautious (docs/results.md, 3.2).
-    raise_runs: int = 10
+def subsample(n_frames: int, wanted: int | None) -> np.ndarray:
+    """Indices of an even spread of `wanted` of n_frames frames (all of them for None)."""
+    if wanted is None or wanted >= n_frames:
+        return np.arange(n_frames)
+    if wanted < 2:
+        raise ValueError(f"--frames must be at least 2 (an interval needs two frames), but got {wanted}.")
+    return np.unique(np.linspace(0, n_frames - 1, wanted).round().astype(np.int64))
 
 
-def sample_predictions(model, bv: np.ndarray, bh: np.ndarray, n_samples: int, k: int, seed: int, start: np.ndarray | None = None) -> np.ndarray:
-    """Draw n_samples predictions per frame by k Gibbs steps. Returns (S, N, n_v) bool.
+def _mean_ci95(values: np.ndarray) -> float:
+    """Half-width of the 95% interval of the mean of per-frame `values`: 1.96 standard errors
+    over frames (frames taken as independent; docs/evaluation.md says when that errs)."""
+    n = len(values)
+    return float(Z95 * np.std(values, ddof=1) / np.sqrt(n)) if n >= 2 else float("nan")
 
-    bv (N, n_v), bh (N, n_h): each frame's RBM. start: (N, n_v) where the chains begin;
-    silence when None, which is what a prediction may know.
+
+class _Progress:
+    """A tqdm bar over frames whose label is the running NLL and its interval."""
+
+    def __init__(self, total: int, enabled: bool):
+        from tqdm import tqdm
+
+        self.ll = []
+        self.bar = tqdm(total=total, desc="scoring", unit="frame", disable=not enabled, file=sys.stderr, smoothing=0.1)
+
+    def __call__(self, shard: Shard, result: dict) -> None:
+        self.ll.append(result["ll_ais"])
+        ll = np.concatenate(self.ll)
+        # Frames done so far are a part of the split, not an even spread: the interval is indicative.
+        self.bar.set_postfix_str(f"NLL {-ll.mean():.3f} \u00b1 {_mean_ci95(ll):.3f}", refresh=False)
+        self.bar.update(shard.stop - shard.start)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _count_nodes(results) -> dict[str, int]:
+    """Shards per Ray node (or host, in-process) that scored them."""
+    nodes: dict[str, int] = {}
+    for r in results:
+        node = r["where"].get("node_id") or r["where"]["host"]
+        nodes[node] = nodes.get(node, 0) + 1
+    return nodes
+
+
+def evaluate(
+    model,
+    rolls: list[np.ndarray],
+    settings: EvalSettings = EvalSettings(),
+    progress: bool = False,
+    frames: int | None = None,
+    store_root: str | Path | None = None,
+    use_ray: bool | None = None,
+    resources: Resources = Resources(),
+    shard_frames: int = SHARD_FRAMES,
+    split: str = "test",
+) -> dict:
+    """NLL (nats/frame) by AIS and RAISE with its 95% interval, and frame accuracies, of `model`
+    on `rolls` (T_i, n_v) bool.
+
+    frames: score an even spread of this many frames (None: all). store_root: keep each
+    finished shard under this directory (in a folder named after `split` and a digest of
+    the inputs) and reuse what is there. use_ray: one Ray task per
+    shard with `resources` (default: when a Ray is running in this process).
     """
-    import tensorflow as tf
-
-    from rbmsearch.model import long_gibbs_chain
-
-    chain = tf.function(lambda v0, bv, bh, seed: long_gibbs_chain(v0, model.W, bv, bh, k, seed))
-    v0 = tf.zeros_like(bv, tf.float32) if start is None else tf.constant(start, tf.float32)
-    bv, bh = tf.constant(bv, tf.float32), tf.constant(bh, tf.float32)
-    return np.stack([chain(v0, bv, bh, tf.constant([seed, s], tf.int64)).numpy() > 0.5 for s in range(n_samples)])
-
-
-def evaluate(model, rolls: list[np.ndarray], settings: EvalSettings = EvalSettings(), progress: bool = False) -> dict:
-    """NLL (nats/frame) by AIS and RAISE, and frame accuracies, of `model` on `rolls` (T_i, n_v) bool."""
-    from rbmsearch import accuracy, ais
+    from rbmsearch import accuracy
     from rbmsearch.model import conditional_rbms
 
     start = time.perf_counter()
-    v, bv, bh = conditional_rbms(model, rolls)  # (N, n_v), (N, n_v), (N, n_h)
+    v_all, bv_all, bh_all = conditional_rbms(model, rolls)  # (N, n_v), (N, n_v), (N, n_h)
+    chosen = subsample(len(v_all), frames)
+    v, bv, bh = v_all[chosen], bv_all[chosen], bh_all[chosen]
     W = model.W.numpy()
+    shards = [Shard(i, a, min(a + shard_frames, len(v))) for i, a in enumerate(range(0, len(v), shard_frames))]
+    store = None
+    if store_root is not None:
+        plan = settings_plan(settings, shards, chosen)
+        store = ShardStore.for_inputs(store_root, split if frames is None else f"{split}-{len(chosen)}-frames", [W, v, bv, bh], plan)
+    use_ray = ray_running() if use_ray is None else use_ray
+    where = f"{resources.cpus:g} CPU and {resources.gpus:g} GPU each as Ray tasks" if use_ray else "in this process"
     if progress:
-        log.info("AIS over %s frames, %d runs (RAISE %d) x %d temperatures ...", f"{len(v):,}", settings.ais_runs, settings.raise_runs, settings.ais_betas)
-    marginals = np.zeros(v.shape)  # p(note on) under each frame's RBM, from AIS's weighted final states
-
-    def weigh(frames: slice, states: np.ndarray, log_weights: np.ndarray) -> None:
-        marginals[frames] = ais.annealed_marginals(states, log_weights)
-
-    forward = ais.ais_run(W, bv, bh, n_runs=settings.ais_runs, n_betas=settings.ais_betas, seed=settings.seed, on_states=weigh)
-    nll = float(-np.mean(ais.frame_log_likelihood(v, W, bv, bh, forward.log_z)))
-    log_z = ais.raise_run(W, bv, bh, v, n_runs=settings.raise_runs, n_betas=settings.ais_betas, seed=settings.seed).log_z
-    nll_raise = float(-np.mean(ais.frame_log_likelihood(v, W, bv, bh, log_z)))
+        log.info("scoring %s of %s frames in %d shards (%s): AIS %d runs, RAISE %d, %s temperatures",
+                 f"{len(v):,}", f"{len(v_all):,}", len(shards), where, settings.ais_runs, settings.raise_runs,
+                 settings.ais_betas if settings.gap_tolerance == 0 else f"{settings.start_betas} doubled up to {settings.ais_betas} until AIS and RAISE agree within {settings.gap_tolerance}")  # fmt: skip
+    bar = _Progress(len(v), progress)
+    try:
+        results, counts = run_shards(shards, lambda s: (W, v[s.start : s.stop], bv[s.start : s.stop], bh[s.start : s.stop]),
+                                     settings, store, use_ray, resources, on_done=bar)  # fmt: skip
+    finally:
+        bar.close()
+    joined = {key: np.concatenate([results[s.index][key] for s in shards], axis=1 if key.endswith("counts") else 0)
+              for key in ("ll_ais", "ll_raise", "marginals", "acc_counts", "mixing_counts")}  # fmt: skip
+    nll, nll_raise = float(-joined["ll_ais"].mean()), float(-joined["ll_raise"].mean())
     if abs(nll_raise - nll) > NLL_GAP_WARNING:
         log.warning("the NLL is not pinned down: AIS gives %.3f and RAISE %.3f nats per frame, and both tend to the "
                     "true value as the annealing lengthens. Raise --ais-betas (now %d) until they agree.",
                     nll, nll_raise, settings.ais_betas)  # fmt: skip
-    samples = sample_predictions(model, bv, bh, settings.acc_samples, settings.acc_gibbs_k, settings.seed)
-    acc = accuracy.expected_frame_accuracy(v, samples)
+    acc = accuracy.sampled_accuracy(joined["acc_counts"])
     # The mixing check: chains started AT the true frames begin with accuracy 1 and fall to the
     # model's value as they mix; those from silence rise to it. Only the latter are scored.
-    from_truth = sample_predictions(model, bv, bh, MIXING_CHECK_SAMPLES, settings.acc_gibbs_k, settings.seed + 1, start=v)
-    gap = accuracy.expected_frame_accuracy(v, from_truth) - acc
+    checked = ~np.isnan(joined["mixing_counts"][0, :, 0])
+    gap = accuracy.sampled_accuracy(joined["mixing_counts"][:, checked]) - accuracy.sampled_accuracy(joined["acc_counts"][:, checked])
     if gap > MIXING_GAP_WARNING:
         log.warning("the accuracy's Gibbs chains have not mixed: started at the true frames they score %.3f higher "
                     "than from silence after %d steps, so `acc` is too low. Raise --acc-gibbs-k "
                     "(EvalSettings.acc_gibbs_k), or read `acc_annealed`, which needs no chain to mix.",
                     gap, settings.acc_gibbs_k)  # fmt: skip
+    marginals = joined["marginals"].astype(np.float64)
     acc_decoded, threshold = accuracy.decoded_accuracy(v, marginals)
+    previous = accuracy.previous_frames(rolls)[chosen]
     return {
         "nll": nll,
+        "nll_ci95": _mean_ci95(joined["ll_ais"]),
         "nll_raise": nll_raise,
+        "nll_raise_ci95": _mean_ci95(joined["ll_raise"]),
+        "nll_gap": nll_raise - nll,
         "acc": acc,
-        "acc_frame_mean": accuracy.expected_frame_accuracy(v, samples, per_frame=True),
+        "acc_frame_mean": accuracy.sampled_accuracy(joined["acc_counts"], per_frame=True),
         "acc_mixing_gap": gap,
         "acc_annealed": accuracy.pooled_accuracy(accuracy.expected_counts(v, marginals)),
         "acc_decoded": acc_decoded,
         "acc_decoded_threshold": threshold,
-        "acc_repeat": accuracy.repeat_accuracy(rolls),
+        "acc_repeat": accuracy.pooled_accuracy(accuracy.expected_counts(v, previous)),
         "frames": int(len(v)),
+        "frames_in_split": int(len(v_all)),
+        "subsample": bool(len(v) < len(v_all)),
         "sequences": len(rolls),
         **asdict(settings),
+        "shards": len(shards),
+        "shards_reused": counts["reused"],
+        "shards_resent": counts["resent"],
+        "workers": "ray" if use_ray else "in-process",
+        "shards_by_node": _count_nodes(results.values()),
+        "betas_by_shard": [[int(b) for b in results[s.index]["betas"]] for s in shards],  # [AIS, RAISE]
+        "store": str(store.directory) if store is not None else None,
         "seconds": round(time.perf_counter() - start, 2),
     }
 
 
-def score_run(run, rolls: list[np.ndarray], progress: bool = False) -> dict:
+def score_run(run, rolls: list[np.ndarray], progress: bool = False, store_root: str | Path | None = None, resources: Resources = Resources()) -> dict:
     """Evaluate a `run.Run` on `rolls` (the test split) with its configuration's eval_* settings.
 
     Returns the test_* metrics that metrics.json and best.json hold, with `test_eval` (everything).
@@ -124,14 +189,15 @@ def score_run(run, rolls: list[np.ndarray], progress: bool = False) -> dict:
     c = run.config
     settings = EvalSettings(ais_runs=c.eval_ais_runs, ais_betas=c.eval_ais_betas, acc_samples=c.eval_acc_samples,
                             acc_gibbs_k=c.eval_acc_gibbs_k, seed=c.seed, raise_runs=c.eval_raise_runs)  # fmt: skip
-    result = evaluate(run.model, rolls, settings, progress=progress)
-    return {"test_nll": result["nll"], "test_nll_raise": result["nll_raise"], "test_acc": result["acc"],
-            "test_acc_decoded": result["acc_decoded"], "test_eval": result}  # fmt: skip
+    result = evaluate(run.model, rolls, settings, progress=progress, store_root=store_root, resources=resources)
+    return {"test_nll": result["nll"], "test_nll_ci95": result["nll_ci95"], "test_nll_raise": result["nll_raise"],
+            "test_acc": result["acc"], "test_acc_decoded": result["acc_decoded"], "test_eval": result}  # fmt: skip
 
 
-def evaluate_run(run_dir: str | Path, dataset, progress: bool = True) -> dict:
+def evaluate_run(run_dir: str | Path, dataset, progress: bool = True, store_root: str | Path | None = None, resources: Resources = Resources()) -> dict:
     """Score a run directory on `dataset`'s test split and add the result to its metrics.json.
 
+    Finished shards are kept under store_root (default RUN_DIR/eval), so a rerun resumes.
     Returns the test_* metrics, or {} (with a warning) when the dataset has no test split.
     """
     from rbmsearch.run import load_run, write_metrics
@@ -141,7 +207,7 @@ def evaluate_run(run_dir: str | Path, dataset, progress: bool = True) -> dict:
         log.warning("the dataset has no test split: test NLL and ACC are not computed")
         return {}
     run = load_run(run_dir)  # the model validation chose, not simply the last one
-    test = score_run(run, rolls, progress)
+    test = score_run(run, rolls, progress, store_root or Path(run_dir) / "eval", resources)
     write_metrics(run_dir, {**run.metrics, **test})
     return test
 
@@ -161,10 +227,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--acc-gibbs-k", type=int, default=defaults.acc_gibbs_k)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--raise-runs", type=int, default=defaults.raise_runs)
+    parser.add_argument("--start-betas", type=int, default=defaults.start_betas, help="temperatures a shard starts with; doubled until AIS and RAISE agree")
+    parser.add_argument("--gap-tolerance", type=float, default=defaults.gap_tolerance, help="agreement of AIS and RAISE (nats/frame) that stops the doubling; 0: always --ais-betas")
+    parser.add_argument("--base", choices=("fitted", "own-bv"), default=defaults.base, help="the annealing's base distribution (docs/evaluation.md)")
+    parser.add_argument("--frames", type=int, help="score an even spread of this many frames, for a quick estimate with its interval (default: all)")
+    parser.add_argument("--address", help="score the shards as Ray tasks: 'auto' or HOST:PORT joins a running cluster, 'local' starts a Ray "
+                        "here (one task per GPU on a GPU machine); default: in this process, with every core")  # fmt: skip
+    parser.add_argument("--cpus-per-shard", type=float, default=1, help="with --address: CPUs each shard's task asks for (default 1)")
+    parser.add_argument("--gpus-per-shard", type=float, help="with --address: GPUs each shard's task asks for (default: 1 when the cluster has GPUs)")
     args = parser.parse_args(argv)
 
     from rbmsearch.data import DatasetError, read_dataset
     from rbmsearch.run import load_run
+    from rbmsearch.workers import cluster_gpus, ray_session
 
     run = load_run(args.run_dir)
     data = args.data or run.data.get("path")
@@ -173,13 +248,22 @@ def main(argv: list[str] | None = None) -> None:
     rolls = read_dataset(data).rolls(args.split)
     if not rolls:
         raise DatasetError(data, f"has no pieces in the {args.split!r} split")
-    settings = EvalSettings(args.ais_runs, args.ais_betas, args.acc_samples, args.acc_gibbs_k, args.seed, args.raise_runs)
     try:
-        result = evaluate(run.model, rolls, settings, progress=True)
+        settings = EvalSettings(args.ais_runs, args.ais_betas, args.acc_samples, args.acc_gibbs_k, args.seed, args.raise_runs,
+                                args.start_betas, args.gap_tolerance, args.base)  # fmt: skip
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from e
+    options = dict(progress=True, frames=args.frames, store_root=Path(args.run_dir) / "eval", split=args.split)
+    try:
+        if args.address is None:
+            result = evaluate(run.model, rolls, settings, use_ray=False, **options)
+        else:
+            with ray_session(None if args.address == "local" else args.address):
+                gpus = args.gpus_per_shard if args.gpus_per_shard is not None else float(cluster_gpus() > 0)
+                result = evaluate(run.model, rolls, settings, use_ray=True, resources=Resources(args.cpus_per_shard, gpus), **options)
     except ValueError as e:  # settings the AIS code refuses, e.g. --ais-betas 1
         raise SystemExit(f"error: {e}") from e
     print(json.dumps({"run_dir": str(args.run_dir), "data": data, "split": args.split, **result}))
-
 
 if __name__ == "__main__":
     main()

@@ -200,7 +200,7 @@ def _write_best(out: Path, run_dir: Path, run_shown: str, fields: dict, metrics:
 
 def _result_lines(headline: str, shown: str, test: dict, samples_line: str | None, page: Path | None) -> list[str]:
     if test:
-        headline += (f", test NLL {test['test_nll']:.3f} nats/frame (RAISE {test['test_nll_raise']:.3f}), "
+        headline += (f", test NLL {test['test_nll']:.3f} \u00b1 {test['test_nll_ci95']:.3f} nats/frame (RAISE {test['test_nll_raise']:.3f}), "
                      f"test ACC {test['test_acc_decoded']:.3f} best guess ({test['test_acc']:.3f} sampled)")  # fmt: skip
     lines = [headline, f"best.json: {shown}/best.json"]
     if samples_line:
@@ -239,7 +239,8 @@ def report_search(experiment_dir: str, summaries: list[TrialSummary], space: Sea
     if best_run.exists():
         shutil.rmtree(best_run)
     best.checkpoint.to_directory(str(best_run))
-    test = evaluate_run(best_run, dataset)
+    # As Ray tasks with the trials' resources when Ray is running (a search), shards kept in eval/.
+    test = evaluate_run(best_run, dataset, store_root=out / "eval", resources=settings.trial_resources)
     others = [s for s in summaries if s.best and s.checkpoint is not None and s is not best][: settings.render_top - 1]
     with tempfile.TemporaryDirectory(prefix="rbmsearch-render-") as scratch:
         ranked = [(best.trial_id, best_run)]
@@ -272,7 +273,7 @@ def report_single(out_dir: Path, run_dir: Path, params: dict, space: SearchSpace
     """
     from rbmsearch.evaluate import evaluate_run
 
-    test = evaluate_run(run_dir, dataset)
+    test = evaluate_run(run_dir, dataset, resources=space.settings.trial_resources)
     rendered = render_trials(run_dir, [("single", run_dir)], space.settings, data_path, space.train_config(params).seed)
     samples = [str(run_dir / p) for p in rendered.get("single", [])]
     page = _build_gallery(run_dir) if samples else None

@@ -26,6 +26,7 @@ import yaml
 
 from rbmsearch.config import TrainConfig
 from rbmsearch.errors import ConfigError, SearchSpaceError
+from rbmsearch.workers import Resources
 
 __all__ = ["OBJECTIVES", "Param", "SearchSettings", "SearchSpace", "SearchSpaceError", "load_space", "shipped_spaces", "space_path"]
 
@@ -133,6 +134,11 @@ class SearchSettings:
     time_budget_s: float | None = None  # stop the whole search after this long
     first_trial_at_defaults: bool = False  # trial 1 uses each param's default (or midpoint)
     reuse_actors: bool = True  # keep trial processes (TF already imported) for the next trial
+
+    @property
+    def trial_resources(self) -> Resources:
+        """What each trial, and each shard of the final test score, asks Ray for."""
+        return Resources(self.cpus_per_trial, self.gpus_per_trial, dict(self.resources))
     top: int = 10  # rows of the final table
     samples: int = 4  # samples (MIDI, WAV, PNG) of each rendered trial's best checkpoint
     render_top: int = 3  # trials whose samples are rendered for the gallery, best first

@@ -292,7 +292,8 @@ def train(
 
     bar.close()
     if evaluate_test and "test_nll" not in metrics and dataset.rolls("test"):
-        metrics.update(score_run(load_run(run_dir), dataset.rolls("test"), progress))  # the model validation chose
+        # The model validation chose; its shards are kept in run_dir/eval, so a rerun resumes the score.
+        metrics.update(score_run(load_run(run_dir), dataset.rolls("test"), progress, store_root=run_dir / "eval"))
         write_metrics(run_dir, metrics)
     return metrics
 

@@ -77,7 +77,7 @@ class _ValidationAcc:
             self.model = RnnRbm(ModelConfig.of(self.config), seed=self.config.seed)
             self.checkpoint = tf.train.Checkpoint(model=self.model)
             model = self.model
-            # One trace for the whole trial: k Gibbs steps from silence, as in evaluate.sample_predictions.
+            # One trace for the whole trial: k Gibbs steps from silence, as in scoring.sample_predictions.
             self.chain = tf.function(lambda bv, bh, seed: gibbs_chain(tf.zeros_like(bv), model.W, bv, bh, ACC_GIBBS_K, seed)[0])
         self.checkpoint.restore(tf.train.latest_checkpoint(str(run_dir / "ckpt"))).expect_partial()
         v, bv, bh = conditional_rbms(self.model, self.rolls)  # (N, n_v), (N, n_v), (N, n_h)
@@ -320,7 +320,8 @@ def run_search(
             saved = {"space_name": space.name, "space_file": space.where, "space": space.to_dict(), "data": data_path, "created": time.strftime("%Y-%m-%d %H:%M:%S")}  # fmt: skip
             store_text(f"{experiment}/{SEARCH_FILE}", json.dumps(saved, indent=2) + "\n")
         spec = TrialSpec(space, data_path, marker_dir=f"{experiment}/diverged")
-        resources = {"cpu": settings.cpus_per_trial, "gpu": settings.gpus_per_trial, **settings.resources}
+        trial = settings.trial_resources
+        resources = {"cpu": trial.cpus, "gpu": trial.gpus, **trial.custom}
         trainable = ray.tune.with_resources(ray.tune.with_parameters(rbmsearch_trial, dataset=dataset, spec=spec), resources)
         if resume:
             tuner = ray.tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=False)

@@ -12,11 +12,12 @@ import contextlib
 import logging
 import os
 import signal
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["Resources", "configure_process", "ray_session"]
+__all__ = ["Resources", "cluster_gpus", "configure_process", "ray_running", "ray_session"]
 
 log = logging.getLogger(__name__)
 
@@ -85,13 +86,13 @@ def _reap_orphaned_agents() -> int:
 @contextlib.contextmanager
 def ray_session(address: str | None = None, **init_options):
     """Ray for the duration of a with-block: joins `address` (or $RAY_ADDRESS), else starts a
-    local Ray on the loopback; shuts down only a Ray that it started."""
+    local Ray on the loopback (also for address "local"); shuts down only a Ray that it started."""
     import ray
 
     started = not ray.is_initialized()
     if started:
         address = address or os.environ.get("RAY_ADDRESS")
-        if address:
+        if address and address != "local":
             ray.init(address=address, **init_options)
         else:
             _reap_orphaned_agents()
@@ -102,6 +103,19 @@ def ray_session(address: str | None = None, **init_options):
     finally:
         if started:
             ray.shutdown()
+
+
+def ray_running() -> bool:
+    """Whether this process is connected to a Ray (without importing Ray when it is not)."""
+    ray = sys.modules.get("ray")
+    return ray is not None and ray.is_initialized()
+
+
+def cluster_gpus() -> float:
+    """GPUs in the Ray cluster this process is connected to."""
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0))
 
 
 def configure_process(cpus: float, gpus: float) -> None:

@@ -382,3 +382,25 @@ def test_self_check_cli_runs():
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert "mean |error|" in out.stdout
+
+
+def test_a_fitted_base_still_brackets_exact_log_z_and_needs_fewer_temperatures():
+    """The evaluation's base (rbmsearch.scoring.fitted_base, from model samples) on the sharp
+    RBM above: AIS stays low and RAISE high of the exact log Z, both meet it with many
+    temperatures, and at few temperatures AIS is much closer than from the frames' own biases."""
+    from rbmsearch.scoring import fitted_base, sample_predictions
+
+    W, bv, bh = random_rbm(3, 30, 12, 16, 3.0)
+    exact = exact_log_z(W, bv, bh)
+    v = model_frames(W, bv, bh)
+    W32, bv32, bh32 = (a.astype(np.float32) for a in (W, bv, bh))
+    base = fitted_base(W32, bv32, bh32, sample_predictions(W32, bv32, bh32, 10, 1000, seed=0), seed=0)
+    few_ais = ais_run(W, bv, bh, n_betas=10, base_bv=base).log_z
+    few_raise = raise_run(W, bv, bh, v, n_betas=10, base_bv=base).log_z
+    own_bv = ais_run(W, bv, bh, n_betas=10).log_z
+    assert np.mean(own_bv - exact) < -0.5  # the frames' own biases: far too low, as above
+    assert abs(np.mean(few_ais - exact)) < 0.2 * np.mean(exact - own_bv)  # the fitted base: close already
+    assert np.mean(few_raise - exact) > 0  # RAISE still errs on its own side
+    many_ais = ais_run(W, bv, bh, n_betas=1000, base_bv=base).log_z
+    many_raise = raise_run(W, bv, bh, v, n_runs=30, n_betas=3000, base_bv=base).log_z
+    assert abs(np.mean(many_ais - exact)) < 0.05 and abs(np.mean(many_raise - exact)) < 0.05

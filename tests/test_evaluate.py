@@ -59,7 +59,8 @@ def test_evaluate_run_adds_the_test_scores_to_metrics_json(tmp_path, tiny_run, t
     before = load_run(run_dir).metrics
     assert "test_nll" not in before and before["history"]
     test = evaluate_run(run_dir, toy_dataset, progress=False)
-    assert set(test) == {"test_nll", "test_nll_raise", "test_acc", "test_acc_decoded", "test_eval"}
+    assert set(test) == {"test_nll", "test_nll_ci95", "test_nll_raise", "test_acc", "test_acc_decoded", "test_eval"}
+    assert 0 < test["test_nll_ci95"] < 10 and test["test_eval"]["subsample"] is False
     assert 0 < test["test_nll"] < 88 * math.log(2) and 0 <= test["test_acc"] <= 1
     # The run's own eval_* settings (tiny_config: 4 AIS runs, 20 temperatures, 2 samples).
     assert (test["test_eval"]["ais_runs"], test["test_eval"]["ais_betas"], test["test_eval"]["acc_samples"]) == (4, 20, 2)

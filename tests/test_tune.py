@@ -126,6 +126,10 @@ def test_tiny_search_on_local_ray(ray_address, tmp_path, toy_parquet):
     assert set(best["params"]) == {"n_hidden", "n_recurrent", "cd_k", "learning_rate", "optimizer"}
     assert Path(best["checkpoint"]).is_dir() and (exp / "best_run/params.npz").is_file()
     assert json.loads((exp / "best_run/metrics.json").read_text())["test_nll"] == best["metrics"]["test_nll"]
+    # The final score ran as Ray tasks (not in the driver), with its interval, and left its shards.
+    assert best["test_eval"]["workers"] == "ray" and sum(best["test_eval"]["shards_by_node"].values()) == best["test_eval"]["shards"]
+    assert 0 < best["metrics"]["test_nll_ci95"] < 5
+    assert len(list((exp / "eval").glob("test-*/shard-*.npz"))) == best["test_eval"]["shards"]
 
     # The best 3 trials are rendered (smoke: 2 samples of 8 quarters each), best first, and the
     # gallery shows each of them.

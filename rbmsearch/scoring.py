@@ -1,0 +1,333 @@
+"""Score frames in shards: the unit of evaluation work, where it runs, and the files it leaves.
+
+A shard is a run of consecutive frames (their RBMs given the true history, from
+`model.conditional_rbms`). `score_shard` gives each frame's AIS and RAISE log-likelihoods,
+the counts of its sampled predictions and its note marginals. Those per-frame figures
+combine over shards into the split's scores (`rbmsearch.evaluate`). `run_shards` runs the
+missing shards in-process or as Ray tasks that ask for a trial's resources, and stores each
+shard under a `ShardStore` directory as soon as it is done, so that a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from rbmsearch.config import AIS_BETAS, AIS_RUNS
+from rbmsearch.files import atomic_write, make_dir, write_json
+from rbmsearch.workers import Resources, configure_process, ray_running
+
+__all__ = ["BASES", "SHARD_FRAMES", "EvalSettings", "fitted_base", "Shard", "ShardStore", "run_shards", "sample_predictions", "score_shard", "shard_seed"]
+
+log = logging.getLogger(__name__)
+
+SHARD_FRAMES = 500  # frames per shard: about 2 minutes of AIS on 2 cores at the paper's settings
+SHARD_ATTEMPTS = 3  # a shard whose worker or node is lost is sent again, at most this often in all
+MIXING_CHECK_SAMPLES = 2  # chains per checked frame started at the true frame, for acc_mixing_gap
+MIXING_CHECK_EVERY = 10  # frames of a shard between two the mixing check looks at
+RAISE_AHEAD = 4  # RAISE may run up to this many times AIS's temperatures before AIS's double
+# The per-frame arrays of a finished shard, with their dtypes.
+SHARD_ARRAYS = {"ll_ais": np.float64, "ll_raise": np.float64, "marginals": np.float32, "acc_counts": np.float32, "mixing_counts": np.float32, "betas": np.int64}
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    ais_runs: int = AIS_RUNS  # AIS runs per frame, as in the paper
+    # Temperatures: each shard starts at start_betas and doubles them until AIS's and RAISE's
+    # NLL agree within gap_tolerance, or ais_betas is reached. gap_tolerance 0: always ais_betas.
+    ais_betas: int = AIS_BETAS
+    acc_samples: int = 10
+    # Gibbs steps per predicted frame, from silence: generation's 25 do not mix, 1000 do
+    # (docs/evaluation.md, "Sampled"); `acc_mixing_gap` checks it on every evaluation.
+    acc_gibbs_k: int = 1000
+    seed: int = 0
+    # RAISE runs per frame for `nll_raise`, a tenth of AIS's cost: fewer runs only make it
+    # more cautious (docs/results.md, 3.2).
+    raise_runs: int = 10
+    start_betas: int = 100
+    gap_tolerance: float = 0.05  # nats per frame
+    # The annealing's base: "fitted", the note marginals of the predictions' samples (a base
+    # close to each frame's RBM, so far fewer temperatures reach agreement), or "own-bv", the
+    # frame's visible biases alone (the earlier base; docs/results.md, 3.8).
+    base: str = "fitted"
+
+    def __post_init__(self):
+        if self.base not in BASES:
+            raise ValueError(f"Expected base to be one of {sorted(BASES)}, but got {self.base!r}.")
+        if self.gap_tolerance < 0 or self.start_betas < 2:
+            raise ValueError(f"Expected gap_tolerance >= 0 and start_betas >= 2, but got {self.gap_tolerance} and {self.start_betas}.")
+
+
+BASES = ("fitted", "own-bv")
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Frames [start, stop) of the frames being scored, and the random key they use."""
+
+    index: int
+    start: int
+    stop: int
+
+    @property
+    def name(self) -> str:
+        return f"shard-{self.index:05d}.npz"
+
+
+def shard_seed(seed: int, index: int) -> int:
+    """The seed of shard `index`: independent streams per shard, the same wherever it runs."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0] >> 1)
+
+
+@functools.cache
+def _gibbs_chain(n_v: int, n_h: int):
+    """`model.long_gibbs_chain` compiled once per model size (a new function per call retraces)."""
+    import tensorflow as tf
+
+    from rbmsearch.model import long_gibbs_chain
+
+    rows = tf.TensorSpec([None, None], tf.float32)
+    signature = [rows, tf.TensorSpec([n_v, n_h], tf.float32), rows, rows, tf.TensorSpec([], tf.int64), tf.TensorSpec([2], tf.int64)]
+    return tf.function(long_gibbs_chain, input_signature=signature)
+
+
+def sample_predictions(W: np.ndarray, bv: np.ndarray, bh: np.ndarray, n_samples: int, k: int, seed: int, start: np.ndarray | None = None) -> np.ndarray:
+    """Draw n_samples predictions per frame by k Gibbs steps. Returns (S, N, n_v) bool.
+
+    W (n_v, n_h); bv (N, n_v), bh (N, n_h): each frame's RBM. start: (N, n_v) where the
+    chains begin; silence when None, which is what a prediction may know. The S x N chains
+    run as one batch.
+    """
+    import tensorflow as tf
+
+    n, (n_v, n_h) = len(bv), W.shape
+    tile = lambda a: tf.constant(np.tile(a, (n_samples, 1)), tf.float32)  # noqa: E731
+    v0 = tf.zeros([n_samples * n, n_v], tf.float32) if start is None else tile(start)
+    key = tf.constant([seed, 0], tf.int64)
+    v = _gibbs_chain(n_v, n_h)(v0, tf.constant(W, tf.float32), tile(bv), tile(bh), tf.constant(k, tf.int64), key).numpy() > 0.5
+    return v.reshape(n_samples, n, n_v)
+
+
+def fitted_base(W: np.ndarray, bv: np.ndarray, bh: np.ndarray, samples: np.ndarray, seed: int) -> np.ndarray:
+    """Visible biases (N, n_v) of a factorial base close to each frame's RBM: the log-odds of
+    its note marginals, estimated from model samples (S, N, n_v) as the mean of p(v | h) with
+    h ~ p(h | sample), shrunk towards sigmoid(bv) by one pseudo-sample. Any base keeps AIS
+    unbiased; a closer one needs fewer temperatures (docs/results.md, 3.8)."""
+    rng = np.random.default_rng([seed, 3])
+    q = 1.0 / (1.0 + np.exp(-bv.astype(np.float64)))  # the pseudo-sample: the frame's own biases
+    for sample in samples:
+        p_h = 1.0 / (1.0 + np.exp(-(bh + sample.astype(np.float32) @ W)))
+        h = (rng.random(p_h.shape) < p_h).astype(np.float32)
+        q += 1.0 / (1.0 + np.exp(-(bv + h @ W.T).astype(np.float64)))
+    q = np.clip(q / (len(samples) + 1), 1e-4, 1 - 1e-4)
+    return (np.log(q) - np.log1p(-q)).astype(np.float32)
+
+
+def score_shard(W: np.ndarray, v: np.ndarray, bv: np.ndarray, bh: np.ndarray, settings: EvalSettings, seed: int) -> dict[str, np.ndarray]:
+    """The per-frame figures of frames v (N, n_v) under their RBMs (W, bv (N, n_v), bh (N, n_h)).
+
+    ll_ais, ll_raise (N,): log p(v_t | history) from AIS's and RAISE's log Z; marginals
+    (N, n_v): p(note on) from AIS's weighted final states; acc_counts (S, N, 3) and
+    mixing_counts (2, N, 3): TP, FP, FN of the predictions sampled from silence and of the
+    chains started at the true frames (NaN for the frames the check skips); betas: AIS's and
+    RAISE's temperatures when they agreed.
+    """
+    from rbmsearch import accuracy, ais
+
+    def counts(samples: np.ndarray) -> np.ndarray:
+        return np.stack([accuracy.expected_counts(v, s) for s in samples]).astype(np.float32)
+
+    samples = sample_predictions(W, bv, bh, settings.acc_samples, settings.acc_gibbs_k, seed)
+    checked = np.arange(0, len(v), MIXING_CHECK_EVERY)  # a diagnostic: every 10th frame is enough
+    mixing = np.full((MIXING_CHECK_SAMPLES, len(v), 3), np.nan, np.float32)
+    truth = sample_predictions(W, bv[checked], bh[checked], MIXING_CHECK_SAMPLES, settings.acc_gibbs_k, seed + 1, start=v[checked])
+    mixing[:, checked] = np.stack([accuracy.expected_counts(v[checked], s) for s in truth])
+    base = fitted_base(W, bv, bh, samples, seed) if settings.base == "fitted" else None
+    marginals = np.zeros(v.shape, np.float32)
+
+    def weigh(frames: slice, states: np.ndarray, log_weights: np.ndarray) -> None:
+        marginals[frames] = ais.annealed_marginals(states, log_weights)
+
+    def forward(betas: int) -> np.ndarray:
+        log_z = ais.ais_run(W, bv, bh, n_runs=settings.ais_runs, n_betas=betas, base_bv=base, seed=seed, on_states=weigh).log_z
+        return ais.frame_log_likelihood(v, W, bv, bh, log_z)
+
+    def backward(betas: int) -> np.ndarray:
+        log_z = ais.raise_run(W, bv, bh, v, n_runs=settings.raise_runs, n_betas=betas, base_bv=base, seed=seed).log_z
+        return ais.frame_log_likelihood(v, W, bv, bh, log_z)
+
+    # Until they agree: RAISE's temperatures double first (a tenth of AIS's cost per temperature),
+    # up to RAISE_AHEAD times AIS's; then AIS's double.
+    cap = settings.ais_betas
+    betas_ais = betas_raise = cap if settings.gap_tolerance == 0 else min(settings.start_betas, cap)
+    ll_ais, ll_raise = forward(betas_ais), backward(betas_raise)
+    while abs(np.mean(ll_ais - ll_raise)) > settings.gap_tolerance:
+        if betas_raise < min(cap, RAISE_AHEAD * betas_ais):
+            betas_raise = min(2 * betas_raise, cap)
+            ll_raise = backward(betas_raise)
+        elif betas_ais < cap:
+            betas_ais = min(2 * betas_ais, cap)
+            ll_ais = forward(betas_ais)
+        else:
+            break
+    return {
+        "ll_ais": ll_ais,
+        "ll_raise": ll_raise,
+        "marginals": marginals,
+        "acc_counts": counts(samples),
+        "mixing_counts": mixing,
+        "betas": np.array([betas_ais, betas_raise]),
+    }
+
+
+def _shard_task(W, v, bv, bh, settings: EvalSettings, seed: int, resources: Resources | None) -> dict:
+    """`score_shard`, and where it ran; in a Ray worker (resources given), TF sized to the task."""
+    if resources is not None:
+        configure_process(resources.cpus, resources.gpus)
+    start = time.perf_counter()
+    result = score_shard(W, v, bv, bh, settings, seed)
+    where = {"host": socket.gethostname(), "pid": os.getpid(), "seconds": time.perf_counter() - start}
+    if ray_running():
+        import ray
+
+        where["node_id"] = ray.get_runtime_context().get_node_id()
+    return {**result, "where": where}
+
+
+class ShardStore:
+    """A directory of finished shards: plan.json (what they score) and shard-NNNNN.npz."""
+
+    def __init__(self, directory: str | os.PathLike, plan: dict):
+        self.directory = Path(directory)
+        self.plan = plan
+
+    @classmethod
+    def for_inputs(cls, root: str | os.PathLike, label: str, arrays: list[np.ndarray], plan: dict) -> ShardStore:
+        """The store under root/ for these inputs: its name is `label` and a digest of the
+        arrays (parameters, frames) and the plan (settings, shard layout), so other inputs
+        never reuse its shards."""
+        digest = hashlib.sha256(json.dumps(plan, sort_keys=True).encode())
+        for a in arrays:
+            digest.update(np.ascontiguousarray(a).tobytes())
+        return cls(Path(root) / f"{label}-{digest.hexdigest()[:12]}", plan)
+
+    def load(self, shard: Shard) -> dict | None:
+        """The stored result of `shard`, or None when it is missing or unreadable (then redone)."""
+        path = self.directory / shard.name
+        if not path.is_file():
+            return None
+        n = shard.stop - shard.start
+        try:
+            with np.load(path, allow_pickle=False) as stored:
+                result = {key: stored[key] for key in SHARD_ARRAYS}
+                where = json.loads(str(stored["where"]))
+            if len(result["ll_ais"]) != n or result["acc_counts"].shape[1] != n:
+                raise ValueError(f"holds {len(result['ll_ais'])} frames, not {n}")
+        except Exception as e:  # any damage: the shard is simply scored again
+            log.warning("%s: unreadable (%s); scoring that shard again", path, e)
+            return None
+        return {**result, "where": where}
+
+    def save(self, shard: Shard, result: dict) -> None:
+        make_dir(self.directory)
+        if not (self.directory / "plan.json").is_file():
+            write_json(self.directory / "plan.json", self.plan)
+        arrays = {key: np.asarray(result[key], dtype) for key, dtype in SHARD_ARRAYS.items()}
+        where = np.array(json.dumps(result["where"]))
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as f:  # a file object: np.savez would add ".npz" to a path
+                np.savez(f, **arrays, where=where)
+
+        atomic_write(self.directory / shard.name, write)
+
+
+def run_shards(
+    shards: list[Shard],
+    inputs: Callable[[Shard], tuple],
+    settings: EvalSettings,
+    store: ShardStore | None,
+    use_ray: bool,
+    resources: Resources = Resources(),
+    on_done: Callable[[Shard, dict], None] | None = None,
+) -> tuple[dict[int, dict], dict]:
+    """Score every shard that `store` lacks, storing each as it finishes.
+
+    inputs(shard) -> (W, v, bv, bh) of its frames. use_ray: one Ray task per shard with
+    `resources` (the Ray that is running); else one after another in this process.
+    Returns (results by shard index, counts: reused, scored, resent).
+    """
+    results, todo = {}, []
+    for shard in shards:
+        stored = store.load(shard) if store is not None else None
+        if stored is None:
+            todo.append(shard)
+        else:
+            results[shard.index] = stored
+            if on_done is not None:
+                on_done(shard, stored)
+    counts = {"reused": len(results), "scored": len(todo), "resent": []}
+
+    def finished(shard: Shard, result: dict) -> None:
+        if store is not None:
+            store.save(shard, result)
+        results[shard.index] = result
+        if on_done is not None:
+            on_done(shard, result)
+
+    if not use_ray:
+        for shard in todo:
+            finished(shard, _shard_task(*inputs(shard), settings, shard_seed(settings.seed, shard.index), None))
+        return results, counts
+    _run_on_ray(todo, inputs, settings, resources, finished, counts["resent"])
+    return results, counts
+
+
+def _run_on_ray(todo, inputs, settings, resources: Resources, finished, resent: list[int]) -> None:
+    """One Ray task per shard; a shard whose worker or node is lost is sent again."""
+    import ray
+    from ray.exceptions import RayTaskError
+
+    task = ray.remote(_shard_task).options(**resources.ray_options(), max_retries=0)
+    shared_W = {}
+
+    def submit(shard: Shard):
+        W, v, bv, bh = inputs(shard)
+        key = id(W)
+        if key not in shared_W:
+            shared_W[key] = ray.put(W)  # one copy of the weights for every shard
+        return task.remote(shared_W[key], v, bv, bh, settings, shard_seed(settings.seed, shard.index), resources)
+
+    pending = {submit(shard): shard for shard in todo}
+    attempts = {shard.index: 1 for shard in todo}
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        shard = pending.pop(ready[0])
+        try:
+            result = ray.get(ready[0])
+        except RayTaskError:
+            raise  # the scoring itself failed (bad parameters, overflow): sending it again would fail again
+        except ray.exceptions.RayError as e:  # the worker or its node was lost
+            if attempts[shard.index] >= SHARD_ATTEMPTS:
+                raise
+            attempts[shard.index] += 1
+            resent.append(shard.index)
+            log.warning("shard %d (frames %d-%d) was lost with its worker (%s); sending it again", shard.index, shard.start, shard.stop, type(e).__name__)
+            pending[submit(shard)] = shard
+            continue
+        finished(shard, result)
+
+
+def settings_plan(settings: EvalSettings, shards: list[Shard], frames: np.ndarray) -> dict:
+    """What a ShardStore's shards depend on, besides the model and the frames themselves."""
+    return {"settings": asdict(settings), "shard_frames": [[s.start, s.stop] for s in shards], "frame_indices_digest": hashlib.sha256(frames.tobytes()).hexdigest()[:16]}

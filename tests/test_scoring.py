@@ -1,0 +1,191 @@
+"""rbmsearch.scoring and the sharded `evaluate`: finished shards are stored and reused, an
+interrupted evaluation resumes without recomputing them, a damaged shard is redone, the
+subsample's interval covers the whole split, and Ray tasks give the in-process result.
+The several-node and killed-worker cases run in a `ray.cluster_utils.Cluster` of their own,
+in a subprocess (this file run as a script)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from rbmsearch.evaluate import EvalSettings, evaluate, subsample
+from rbmsearch.run import load_run
+
+SETTINGS = EvalSettings(ais_runs=8, ais_betas=30, acc_samples=2, acc_gibbs_k=5, raise_runs=4)
+FIGURES = ("nll", "nll_raise", "nll_ci95", "acc", "acc_frame_mean", "acc_annealed", "acc_decoded", "acc_repeat", "acc_mixing_gap")
+RAY_ENV = {"RAY_AUTH_MODE": "disabled"}
+
+
+def figures(result: dict) -> dict:
+    return {k: result[k] for k in FIGURES}
+
+
+@pytest.fixture(scope="module")
+def model_and_rolls(tiny_run, toy_dataset):
+    return load_run(tiny_run).model, toy_dataset.rolls("test") + toy_dataset.rolls("valid")
+
+
+def test_shards_are_stored_reused_and_a_damaged_one_is_redone(tmp_path, model_and_rolls, caplog):
+    model, rolls = model_and_rolls
+    first = evaluate(model, rolls, SETTINGS, store_root=tmp_path, shard_frames=40)
+    shards = sorted(Path(first["store"]).glob("shard-*.npz"))
+    assert first["shards"] == len(shards) >= 3 and first["shards_reused"] == 0
+    assert json.loads((Path(first["store"]) / "plan.json").read_text())["settings"]["ais_betas"] == 30
+    again = evaluate(model, rolls, SETTINGS, store_root=tmp_path, shard_frames=40)
+    assert again["shards_reused"] == first["shards"] and figures(again) == figures(first)
+    shards[1].write_bytes(shards[1].read_bytes()[:100])  # truncated
+    shards[2].unlink()
+    stamps = {p: p.stat().st_mtime_ns for p in shards if p.exists() and p not in shards[1:3]}
+    redone = evaluate(model, rolls, SETTINGS, store_root=tmp_path, shard_frames=40)
+    assert redone["shards_reused"] == first["shards"] - 2 and figures(redone) == figures(first)
+    assert f"{shards[1]}: unreadable" in caplog.text
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps  # the others were not written again
+    # Other settings never reuse these shards.
+    other = evaluate(model, rolls, EvalSettings(**{**SETTINGS.__dict__, "seed": 1}), store_root=tmp_path, shard_frames=40)
+    assert other["shards_reused"] == 0 and other["store"] != first["store"]
+
+
+def test_an_interrupted_evaluation_resumes_without_recomputing_finished_shards(tmp_path, model_and_rolls):
+    model, rolls = model_and_rolls
+    whole = evaluate(model, rolls, SETTINGS, shard_frames=30)
+    import rbmsearch.scoring as scoring
+
+    real, calls = scoring.score_shard, []
+
+    def interrupted(*args, **kwargs):  # the third shard is where the user presses Ctrl-C
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    scoring.score_shard = interrupted
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            evaluate(model, rolls, SETTINGS, store_root=tmp_path, shard_frames=30)
+    finally:
+        scoring.score_shard = real
+    stored = sorted(tmp_path.glob("*/shard-*.npz"))
+    assert len(stored) == 2
+    stamps = {p: p.stat().st_mtime_ns for p in stored}
+    scored = []
+    scoring.score_shard = lambda *a, **k: scored.append(1) or real(*a, **k)
+    try:
+        resumed = evaluate(model, rolls, SETTINGS, store_root=tmp_path, shard_frames=30)
+    finally:
+        scoring.score_shard = real
+    assert resumed["shards_reused"] == 2 and len(scored) == resumed["shards"] - 2
+    assert {p: p.stat().st_mtime_ns for p in stored} == stamps
+    assert figures(resumed) == figures(whole)  # the same numbers as one uninterrupted run
+
+
+def test_a_subsample_is_labelled_and_its_interval_covers_the_whole_split(model_and_rolls):
+    model, rolls = model_and_rolls
+    settings = EvalSettings(ais_runs=16, ais_betas=50, acc_samples=1, acc_gibbs_k=5, raise_runs=4)
+    whole = evaluate(model, rolls, settings)
+    assert whole["subsample"] is False and whole["frames"] == whole["frames_in_split"]
+    assert 0 < whole["nll_ci95"] < 1
+    for n in (40, 80):
+        part = evaluate(model, rolls, settings, frames=n)
+        assert part["subsample"] is True and part["frames"] == n and part["frames_in_split"] == whole["frames"]
+        assert 0 < part["nll_ci95"] < 2
+        assert abs(part["nll"] - whole["nll"]) <= part["nll_ci95"], (n, part["nll"], part["nll_ci95"], whole["nll"])
+        assert abs(part["nll_raise"] - whole["nll_raise"]) <= part["nll_raise_ci95"]
+
+
+def test_subsample_is_an_even_spread():
+    assert list(subsample(10, None)) == list(range(10))
+    assert list(subsample(10, 4)) == [0, 3, 6, 9]
+    assert list(subsample(5, 50)) == list(range(5))
+    with pytest.raises(ValueError, match="at least 2"):
+        subsample(10, 1)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in RAY_ENV.items():
+            mp.setenv(key, value)
+        from rbmsearch.workers import ray_session
+
+        with ray_session(num_cpus=2, object_store_memory=80 * 2**20, include_dashboard=False, log_to_driver=False):
+            yield
+
+
+@pytest.mark.slow
+def test_ray_tasks_give_the_in_process_result(local_ray, model_and_rolls, tmp_path):
+    from rbmsearch.workers import Resources
+
+    model, rolls = model_and_rolls
+    alone = evaluate(model, rolls, SETTINGS, use_ray=False, shard_frames=40)
+    tasks = evaluate(model, rolls, SETTINGS, use_ray=True, resources=Resources(cpus=1), shard_frames=40, store_root=tmp_path)
+    assert tasks["workers"] == "ray" and alone["workers"] == "in-process"
+    assert sum(tasks["shards_by_node"].values()) == tasks["shards"]
+    for key in FIGURES:
+        assert tasks[key] == pytest.approx(alone[key], abs=1e-4), key
+
+
+# ---------------------------------------------------------------------------- several nodes
+
+
+@pytest.mark.slow
+def test_shards_run_on_two_worker_nodes_and_a_killed_worker_redoes_only_its_shard(tmp_path, tiny_run, toy_parquet):
+    out = subprocess.run([sys.executable, __file__, str(tiny_run), str(toy_parquet)], capture_output=True, text=True, timeout=400,
+                         env={**os.environ, **RAY_ENV})  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
+    found = json.loads(out.stdout.splitlines()[-1])
+    both, killed, alone = found["both"], found["killed"], found["alone"]
+    assert len(both["shards_by_node"]) == 2 and set(both["shards_by_node"]) <= set(found["workers"]), found  # both worker nodes scored
+    assert both["shards_resent"] == []
+    assert found["killed_pid"] and len(killed["shards_resent"]) == 1, found  # one lost shard, sent again
+    for result in (both, killed):
+        for key in FIGURES:
+            assert result[key] == pytest.approx(alone[key], abs=1e-4), key
+
+
+def _cluster_scenario(run_dir: str, data: str) -> None:
+    import psutil
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from rbmsearch.data import read_dataset
+    from rbmsearch.workers import Resources
+
+    model = load_run(run_dir).model
+    rolls = read_dataset(data).rolls("test") + read_dataset(data).rolls("valid")
+    slow = EvalSettings(ais_runs=8, ais_betas=30, acc_samples=2, acc_gibbs_k=3000, raise_runs=4)  # about a second a shard
+    alone = evaluate(model, rolls, slow, use_ray=False, shard_frames=20)
+    cluster = Cluster(initialize_head=True, connect=True, head_node_args={"num_cpus": 0, "object_store_memory": 80 * 2**20, "include_dashboard": False})  # fmt: skip
+    workers = [cluster.add_node(num_cpus=1, object_store_memory=80 * 2**20) for _ in range(2)]
+    cluster.wait_for_nodes()
+    ids = [n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU")]
+    both = evaluate(model, rolls, slow, use_ray=True, resources=Resources(cpus=1), shard_frames=20)
+    outcome, killed_pid = {}, None
+    thread = threading.Thread(target=lambda: outcome.update(evaluate(model, rolls, slow, use_ray=True, resources=Resources(cpus=1), shard_frames=20)))
+    thread.start()
+    deadline = time.monotonic() + 120
+    while killed_pid is None and thread.is_alive() and time.monotonic() < deadline:
+        for proc in psutil.process_iter(["pid", "name", "cmdline"]):
+            if "_shard_task" in " ".join(proc.info["cmdline"] or []) or "_shard_task" in (proc.info["name"] or ""):
+                time.sleep(0.3)  # well into its shard
+                os.kill(proc.info["pid"], signal.SIGKILL)
+                killed_pid = proc.info["pid"]
+                break
+        time.sleep(0.02)
+    thread.join()
+    del workers
+    ray.shutdown()
+    cluster.shutdown()
+    print(json.dumps({"alone": alone, "both": both, "killed": outcome, "killed_pid": killed_pid, "workers": ids}))
+
+
+if __name__ == "__main__":
+    _cluster_scenario(sys.argv[1], sys.argv[2])
