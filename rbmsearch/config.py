@@ -62,7 +62,7 @@ class TrainConfig:
     monitor_ais_betas: int = 200
     # The test evaluation at the end (rbmsearch.evaluate): AIS with the paper's 100 runs.
     eval_ais_runs: int = AIS_RUNS
-    eval_ais_betas: int = AIS_BETAS
+    eval_ais_betas: int = AIS_BETAS  # the most temperatures a test shard doubles to (EvalSettings.ais_betas)
     eval_acc_samples: int = 10
     eval_acc_gibbs_k: int = 1000  # Gibbs steps per accuracy sample, enough to mix (EvalSettings.acc_gibbs_k)
     eval_raise_runs: int = 10  # reverse-AIS runs per frame for test_nll_raise (EvalSettings.raise_runs)

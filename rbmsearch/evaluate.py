@@ -2,7 +2,7 @@
 
     python -m rbmsearch.evaluate RUN_DIR [--data DATA.parquet] [--split test] [--ais-runs 100] [--ais-betas 1000]
                                  [--raise-runs 10] [--acc-samples 10] [--acc-gibbs-k 1000] [--seed 0]
-                                 [--frames N] [--address auto|HOST:PORT|local] [--cpus-per-shard C] [--gpus-per-shard G]
+                                 [--frames N] [--shard-frames 500] [--address auto|HOST:PORT|local] [--cpus-per-shard C] [--gpus-per-shard G]
 
 Reads a run directory (`rbmsearch.run`) and its dataset; prints one JSON object with `nll`
 (nats per frame, AIS with 100 runs as in Boulanger-Lewandowski et al., ICML 2012),
@@ -233,6 +233,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--frames", type=int, help="score an even spread of this many frames, for a quick estimate with its interval (default: all)")
     parser.add_argument("--address", help="score the shards as Ray tasks: 'auto' or HOST:PORT joins a running cluster, 'local' starts a Ray "
                         "here (one task per GPU on a GPU machine); default: in this process, with every core")  # fmt: skip
+    parser.add_argument("--shard-frames", type=int, default=SHARD_FRAMES, help=f"frames per shard, the unit of resuming and of Ray tasks (default {SHARD_FRAMES})")
     parser.add_argument("--cpus-per-shard", type=float, default=1, help="with --address: CPUs each shard's task asks for (default 1)")
     parser.add_argument("--gpus-per-shard", type=float, help="with --address: GPUs each shard's task asks for (default: 1 when the cluster has GPUs)")
     args = parser.parse_args(argv)
@@ -253,7 +254,9 @@ def main(argv: list[str] | None = None) -> None:
                                 args.start_betas, args.gap_tolerance, args.base)  # fmt: skip
     except ValueError as e:
         raise SystemExit(f"error: {e}") from e
-    options = dict(progress=True, frames=args.frames, store_root=Path(args.run_dir) / "eval", split=args.split)
+    if args.shard_frames < 1:
+        raise SystemExit(f"error: --shard-frames must be at least 1, but got {args.shard_frames}")
+    options = dict(progress=True, frames=args.frames, store_root=Path(args.run_dir) / "eval", split=args.split, shard_frames=args.shard_frames)
     try:
         if args.address is None:
             result = evaluate(run.model, rolls, settings, use_ray=False, **options)

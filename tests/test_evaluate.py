@@ -79,7 +79,8 @@ def run_evaluate(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_evaluate_cli_rebuilds_the_model_from_the_run_directory_alone(tiny_run):
+def test_evaluate_cli_rebuilds_the_model_from_the_run_directory_alone(tiny_run, tmp_path):
+    tiny_run = shutil.copytree(tiny_run, tmp_path / "run")  # the command keeps its shards in RUN_DIR/eval
     out = run_evaluate(str(tiny_run), "--split", "valid", "--ais-runs", "4", "--ais-betas", "20", "--acc-samples", "2")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.splitlines()[-1])
@@ -91,7 +92,8 @@ def test_evaluate_cli_rebuilds_the_model_from_the_run_directory_alone(tiny_run):
 
 
 @pytest.mark.slow
-def test_evaluate_cli_smoke(tiny_run):
+def test_evaluate_cli_smoke(tiny_run, tmp_path):
+    tiny_run = shutil.copytree(tiny_run, tmp_path / "run")
     out = run_evaluate(str(tiny_run), "--ais-runs", "2", "--ais-betas", "10", "--acc-samples", "1", "--acc-gibbs-k", "5", "--raise-runs", "2")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.splitlines()[-1])  # the last line is one JSON object
@@ -102,7 +104,39 @@ def test_evaluate_cli_smoke(tiny_run):
 
 
 @pytest.mark.slow
-def test_evaluate_cli_refuses_settings_the_annealing_cannot_use(tiny_run):
+def test_evaluate_cli_refuses_settings_the_annealing_cannot_use(tiny_run, tmp_path):
+    tiny_run = shutil.copytree(tiny_run, tmp_path / "run")
     out = run_evaluate(str(tiny_run), "--ais-betas", "1", "--acc-samples", "1", "--acc-gibbs-k", "1")
     assert out.returncode == 1 and "error: " in out.stderr and "n_betas" in out.stderr
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.slow
+def test_evaluate_cli_interrupted_then_resumed_recomputes_no_finished_shard(tiny_run, tmp_path):
+    """Ctrl-C after the first shards are stored; the same command again reuses them, shows the
+    running NLL with its interval, and gives one uninterrupted run's figures."""
+    import os
+    import signal
+    import time
+
+    run_dir = shutil.copytree(tiny_run, tmp_path / "run")
+    args = [sys.executable, "-m", "rbmsearch.evaluate", str(run_dir), "--split", "train", "--ais-runs", "8", "--ais-betas", "400",
+            "--start-betas", "400", "--acc-samples", "2", "--acc-gibbs-k", "200", "--shard-frames", "30"]  # fmt: skip
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not list(run_dir.glob("eval/*/shard-*.npz")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0, err[-2000:]
+    stored = {p: p.stat().st_mtime_ns for p in run_dir.glob("eval/*/shard-*.npz")}
+    assert stored, err[-2000:]
+    resumed = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    result = json.loads(resumed.stdout.splitlines()[-1])
+    assert result["shards_reused"] == len(stored) < result["shards"]  # interrupted before the end
+    assert {p: p.stat().st_mtime_ns for p in stored} == stored  # reused, not written again
+    assert "NLL " in resumed.stderr and "\u00b1" in resumed.stderr  # the bar's running estimate
+    shutil.rmtree(run_dir / "eval")
+    fresh = json.loads(subprocess.run(args, capture_output=True, text=True, timeout=300, env={**os.environ}).stdout.splitlines()[-1])
+    assert {k: fresh[k] for k in ("nll", "nll_raise", "acc", "acc_decoded")} == {k: result[k] for k in ("nll", "nll_raise", "acc", "acc_decoded")}
