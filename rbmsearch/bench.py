@@ -117,16 +117,6 @@ def chain_matmul_gflops(n_v: int, n_h: int, chains: int = 10_000, repeats: int =
     return 4 * chains * n_v * n_h / best / 1e9
 
 
-def _betas_tried(settings, final: int) -> list[int]:
-    """The temperature counts an estimator annealed with to reach `final` (see score_shard)."""
-    if settings.gap_tolerance == 0:
-        return [settings.ais_betas]
-    tried = [min(settings.start_betas, settings.ais_betas)]
-    while tried[-1] < final:
-        tried.append(min(2 * tried[-1], settings.ais_betas))
-    return tried
-
-
 def bench_evaluate(args: argparse.Namespace) -> dict:
     """The test split's score of a run (or of the default configuration, trained first)."""
     from rbmsearch.config import TrainConfig
@@ -134,7 +124,6 @@ def bench_evaluate(args: argparse.Namespace) -> dict:
     from rbmsearch.evaluate import EvalSettings, evaluate
     from rbmsearch.model import configure_devices
     from rbmsearch.run import load_run
-    from rbmsearch.scoring import MIXING_CHECK_EVERY, MIXING_CHECK_SAMPLES, SHARD_FRAMES
     from rbmsearch.train import train
 
     devices = configure_devices()
@@ -150,25 +139,16 @@ def bench_evaluate(args: argparse.Namespace) -> dict:
         limit_before = chain_matmul_gflops(n_v, n_h)
         result = evaluate(model, dataset.rolls("test"), settings, progress=True, frames=args.frames, use_ray=False)
         limit = max(limit_before, chain_matmul_gflops(n_v, n_h))
-    frames, seconds = result["frames"], result["seconds"]
-    # Gibbs sweeps per frame: every annealing a shard ran (the doublings before agreement), the
-    # sampled predictions and the mixing check.
-    shard_frames = [min(SHARD_FRAMES, frames - i * SHARD_FRAMES) for i in range(len(result["betas_by_shard"]))]
-    annealed = 0.0
-    for n, (final_ais, final_raise) in zip(shard_frames, result["betas_by_shard"]):
-        annealed += n * settings.ais_runs * sum(k - 1 for k in _betas_tried(settings, final_ais))
-        annealed += n * settings.raise_runs * sum(k - 1 for k in _betas_tried(settings, final_raise))
-    steps = round(annealed / frames + (settings.acc_samples + MIXING_CHECK_SAMPLES / MIXING_CHECK_EVERY) * settings.acc_gibbs_k)
+    frames, seconds, steps = result["frames"], result["seconds"], result["gibbs_sweeps_per_frame"]
     flops = 4 * n_v * n_h * steps  # per frame: the two products of every Gibbs sweep
     keys = ("nll", "nll_raise", "nll_ci95", "nll_gap", "acc", "acc_decoded", "acc_mixing_gap", "frames", "frames_in_split", "subsample",
-            "ais_runs", "ais_betas", "raise_runs", "gap_tolerance", "base", "betas_by_shard")  # fmt: skip
+            "ais_runs", "ais_betas", "raise_runs", "gap_tolerance", "base", "betas_by_shard", "gibbs_sweeps_per_frame")  # fmt: skip
     return {
         "source": args.source,
         "run": str(args.run) if args.run else "the default configuration, trained first",
         **{k: result[k] for k in keys},
         "seconds": seconds,
         "frames_per_s": round(frames / seconds, 2),
-        "gibbs_sweeps_per_frame": steps,
         "random_draws_per_frame": steps * (n_v + n_h),
         "mflop_per_frame": round(flops / 1e6, 1),
         "achieved_gflops": round(frames * flops / seconds / 1e9, 1),

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from rbmsearch.console import cli
-from rbmsearch.scoring import SHARD_FRAMES, EvalSettings, Shard, ShardStore, run_shards, settings_plan
+from rbmsearch.scoring import SHARD_ARRAYS, SHARD_FRAMES, EvalSettings, Shard, ShardStore, run_shards, settings_plan
 from rbmsearch.workers import Resources, ray_running
 
 __all__ = ["EvalSettings", "evaluate", "evaluate_run", "score_run", "subsample"]
@@ -133,7 +133,7 @@ def evaluate(
     finally:
         bar.close()
     joined = {key: np.concatenate([results[s.index][key] for s in shards], axis=1 if key.endswith("counts") else 0)
-              for key in ("ll_ais", "ll_raise", "marginals", "acc_counts", "mixing_counts")}  # fmt: skip
+              for key in SHARD_ARRAYS if key not in ("betas", "sweeps")}  # fmt: skip
     nll, nll_raise = float(-joined["ll_ais"].mean()), float(-joined["ll_raise"].mean())
     if abs(nll_raise - nll) > NLL_GAP_WARNING:
         log.warning("the NLL is not pinned down: AIS gives %.3f and RAISE %.3f nats per frame, and both tend to the "
@@ -176,6 +176,7 @@ def evaluate(
         "workers": "ray" if use_ray else "in-process",
         "shards_by_node": _count_nodes(results.values()),
         "betas_by_shard": [[int(b) for b in results[s.index]["betas"]] for s in shards],  # [AIS, RAISE]
+        "gibbs_sweeps_per_frame": round(sum(float(results[s.index]["sweeps"]) * (s.stop - s.start) for s in shards) / len(v)),
         "store": str(store.directory) if store is not None else None,
         "seconds": round(time.perf_counter() - start, 2),
     }

@@ -37,7 +37,7 @@ MIXING_CHECK_SAMPLES = 2  # chains per checked frame started at the true frame, 
 MIXING_CHECK_EVERY = 10  # frames of a shard between two the mixing check looks at
 RAISE_AHEAD = 4  # RAISE may run up to this many times AIS's temperatures before AIS's double
 # The per-frame arrays of a finished shard, with their dtypes.
-SHARD_ARRAYS = {"ll_ais": np.float64, "ll_raise": np.float64, "marginals": np.float32, "acc_counts": np.float32, "mixing_counts": np.float32, "betas": np.int64}
+SHARD_ARRAYS = {"ll_ais": np.float64, "ll_raise": np.float64, "marginals": np.float32, "acc_counts": np.float32, "mixing_counts": np.float32, "betas": np.int64, "sweeps": np.float64}
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def score_shard(W: np.ndarray, v: np.ndarray, bv: np.ndarray, bh: np.ndarray, se
     (N, n_v): p(note on) from AIS's weighted final states; acc_counts (S, N, 3) and
     mixing_counts (2, N, 3): TP, FP, FN of the predictions sampled from silence and of the
     chains started at the true frames (NaN for the frames the check skips); betas: AIS's and
-    RAISE's temperatures when they agreed.
+    RAISE's temperatures when they agreed; sweeps: the Gibbs sweeps per frame all this took.
     """
     from rbmsearch import accuracy, ais
 
@@ -171,15 +171,19 @@ def score_shard(W: np.ndarray, v: np.ndarray, bv: np.ndarray, bh: np.ndarray, se
     cap = settings.ais_betas
     betas_ais = betas_raise = cap if settings.gap_tolerance == 0 else min(settings.start_betas, cap)
     ll_ais, ll_raise = forward(betas_ais), backward(betas_raise)
+    annealed = settings.ais_runs * (betas_ais - 1) + settings.raise_runs * (betas_raise - 1)  # sweeps per frame
     while abs(np.mean(ll_ais - ll_raise)) > settings.gap_tolerance:
         if betas_raise < min(cap, RAISE_AHEAD * betas_ais):
             betas_raise = min(2 * betas_raise, cap)
             ll_raise = backward(betas_raise)
+            annealed += settings.raise_runs * (betas_raise - 1)
         elif betas_ais < cap:
             betas_ais = min(2 * betas_ais, cap)
             ll_ais = forward(betas_ais)
+            annealed += settings.ais_runs * (betas_ais - 1)
         else:
             break
+    sampled = (settings.acc_samples + MIXING_CHECK_SAMPLES * len(checked) / len(v)) * settings.acc_gibbs_k
     return {
         "ll_ais": ll_ais,
         "ll_raise": ll_raise,
@@ -187,6 +191,7 @@ def score_shard(W: np.ndarray, v: np.ndarray, bv: np.ndarray, bh: np.ndarray, se
         "acc_counts": counts(samples),
         "mixing_counts": mixing,
         "betas": np.array([betas_ais, betas_raise]),
+        "sweeps": np.array(annealed + sampled),  # Gibbs sweeps per frame, every annealing tried included
     }
 
 
@@ -265,7 +270,7 @@ def run_shards(
 
     inputs(shard) -> (W, v, bv, bh) of its frames. use_ray: one Ray task per shard with
     `resources` (the Ray that is running); else one after another in this process.
-    Returns (results by shard index, counts: reused, scored, resent).
+    Returns (results by shard index, counts: reused, resent).
     """
     results, todo = {}, []
     for shard in shards:
@@ -276,7 +281,7 @@ def run_shards(
             results[shard.index] = stored
             if on_done is not None:
                 on_done(shard, stored)
-    counts = {"reused": len(results), "scored": len(todo), "resent": []}
+    counts = {"reused": len(results), "resent": []}
 
     def finished(shard: Shard, result: dict) -> None:
         if store is not None:

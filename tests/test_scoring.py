@@ -39,6 +39,9 @@ def test_shards_are_stored_reused_and_a_damaged_one_is_redone(tmp_path, model_an
     first = evaluate(model, rolls, SETTINGS, store_root=tmp_path, shard_frames=40)
     shards = sorted(Path(first["store"]).glob("shard-*.npz"))
     assert first["shards"] == len(shards) >= 3 and first["shards_reused"] == 0
+    # Every annealing a shard tried counts: at least one AIS and one RAISE pass at its final temperatures.
+    final_ais, final_raise = min(first["betas_by_shard"])
+    assert first["gibbs_sweeps_per_frame"] >= SETTINGS.ais_runs * (final_ais - 1) + SETTINGS.raise_runs * (final_raise - 1) + SETTINGS.acc_samples * SETTINGS.acc_gibbs_k
     assert json.loads((Path(first["store"]) / "plan.json").read_text())["settings"]["ais_betas"] == 30
     again = evaluate(model, rolls, SETTINGS, store_root=tmp_path, shard_frames=40)
     assert again["shards_reused"] == first["shards"] and figures(again) == figures(first)
