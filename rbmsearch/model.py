@@ -411,6 +411,25 @@ class RnnRbm(tf.Module):
         bv_r, bh_r = self._biases_from_u(u_r)  # (N, n_v), (N, n_h)
         return self._cd_cost(v_r, bv_r, bh_r, k, seed)
 
+    @property
+    def recurrent_variables(self) -> tuple[tf.Variable, ...]:
+        """The RNN's own variables (recurrence and u0): what RNN pretraining hands on."""
+        return tuple(getattr(self, n) for n in self._names if n not in ("W", "bv", "bh", "Wuv", "Wuh"))
+
+    def independent_loss(self, v, mask, out_W, out_b) -> tf.Tensor:
+        """Cross-entropy, in nats per real frame, of an RNN with independent sigmoid outputs.
+
+        The paper's RNN pretraining: the same recurrence predicts v_t through the logits
+        out_b + u_{t-1} out_W (out_W (n_u, n_v), out_b (n_v,): a temporary output layer),
+        i.e. the RNN-RBM with no hidden units. v, mask as in `cd_loss`.
+        """
+        v = tf.cast(v, tf.float32)
+        real = tf.cast(mask, tf.float32) > 0.5
+        u_prev, _ = self.run_rnn(v)
+        v_r, u_r = tf.boolean_mask(v, real), tf.boolean_mask(u_prev, real)  # (N, n_v), (N, n_u)
+        logits = out_b + _dot(u_r, out_W)
+        return tf.reduce_mean(tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(labels=v_r, logits=logits), axis=-1))
+
     def rbm_pretrain_loss(self, v, k: int, seed: Seed) -> tf.Tensor:
         """CD-k cost of the static RBM (W, bv, bh) on independent frames, for pretraining.
 

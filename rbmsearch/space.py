@@ -3,6 +3,11 @@
     search:  SearchSettings (trials, epochs, ASHA, concurrency, resources, samples)
     fixed:   TrainConfig field -> value
     params:  TrainConfig field -> {type: int|float, low, high, log, step, default} or {type: categorical, choices}
+    enqueue: a list of {param: value} trials that run first, in order (unlisted params at their default)
+
+`max_epochs: auto` and `grace_period: auto` are sized from the data when a search starts
+(`SearchSpace.for_data`): every trial trains on about AUTO_TRAIN_FRAMES frames, whatever the
+size of the training split.
 
 A space is YAML (spec in search_spaces/README.md); `default`, `paper` and `smoke` ship inside
 the package. Every key, type and range is checked, and every range end and choice must be
@@ -28,9 +33,18 @@ from rbmsearch.config import TrainConfig
 from rbmsearch.errors import ConfigError, SearchSpaceError
 from rbmsearch.workers import Resources
 
-__all__ = ["OBJECTIVES", "Param", "SearchSettings", "SearchSpace", "SearchSpaceError", "load_space", "shipped_spaces", "space_path"]
+__all__ = ["AUTO", "AUTO_TRAIN_FRAMES", "OBJECTIVES", "Param", "SearchSettings", "SearchSpace", "SearchSpaceError", "load_space", "shipped_spaces", "space_path"]
 
 DEFAULT_SPACE = "default"
+AUTO = "auto"
+# `max_epochs: auto`: the frames a trial trains on, in all. 200 epochs of JSB's 13,807
+# training frames, the length at which the default configuration reached its best test NLL
+# (docs/results.md, 1.3); a split 13x larger gets 13x fewer epochs, within AUTO_EPOCHS.
+AUTO_TRAIN_FRAMES = 2_760_000
+AUTO_EPOCHS = (10, 400)
+# `grace_period: auto`: ASHA's first rung at max_epochs / reduction_factor**AUTO_RUNGS epochs,
+# so that AUTO_RUNGS rungs fit below max_epochs.
+AUTO_RUNGS = 3
 # Metrics a space may optimise, with the direction in which they improve. The CD cost is
 # not among them: it is not a likelihood, and it falls as the Gibbs chain mixes worse.
 OBJECTIVES = {"valid_monitor": "min", "valid_acc": "max"}
@@ -120,8 +134,8 @@ class SearchSettings:
     metric: str = "valid_monitor"  # see OBJECTIVES and the module docstring
     mode: str = "min"  # must match the metric's direction
     num_samples: int = 12  # trials in all
-    max_epochs: int = 20  # TrainConfig.epochs of every trial, and ASHA's max_t
-    grace_period: int = 2  # ASHA: epochs every trial gets before it can be stopped
+    max_epochs: int | str = 20  # TrainConfig.epochs of every trial, and ASHA's max_t; "auto": from the data
+    grace_period: int | str = 2  # ASHA: epochs every trial gets before it can be stopped; "auto": from max_epochs
     reduction_factor: float = 3  # ASHA: 1 in this many trials goes on at each rung
     max_concurrent: int = 2  # trials at once (ConcurrencyLimiter): one per core on a laptop
     cpus_per_trial: float = 1  # also TF's intra-op threads (at least 1)
@@ -149,8 +163,8 @@ _SETTING_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "metric": (lambda v: v in OBJECTIVES, f"one of {sorted(OBJECTIVES)}"),
     "mode": (lambda v: v in ("min", "max"), "'min' or 'max'"),
     "num_samples": (lambda v: _is_int(v) and v >= 1, "a positive int"),
-    "max_epochs": (lambda v: _is_int(v) and v >= 1, "a positive int"),
-    "grace_period": (lambda v: _is_int(v) and v >= 1, "a positive int"),
+    "max_epochs": (lambda v: (_is_int(v) and v >= 1) or v == AUTO, "a positive int or 'auto'"),
+    "grace_period": (lambda v: (_is_int(v) and v >= 1) or v == AUTO, "a positive int or 'auto'"),
     "reduction_factor": (lambda v: _is_number(v) and v > 1, "a number above 1"),
     "max_concurrent": (lambda v: _is_int(v) and v >= 1, "a positive int"),
     "cpus_per_trial": (lambda v: _is_number(v) and v > 0, "a positive number"),
@@ -187,7 +201,7 @@ def _parse_settings(raw, where: str) -> SearchSettings:
         if not check(value):
             raise SearchSpaceError(where, f"search.{key}", f"{expected} must be specified, but got {_describe(value)}.")
     settings = SearchSettings(**raw)
-    if settings.grace_period > settings.max_epochs:
+    if AUTO not in (settings.grace_period, settings.max_epochs) and settings.grace_period > settings.max_epochs:
         raise SearchSpaceError(
             where, "search.grace_period", f"at most max_epochs ({settings.max_epochs}) must be specified, but got {settings.grace_period}."
         )
@@ -268,6 +282,35 @@ def _parse_param(name: str, raw, kind: type, where: str) -> Param:
     return Param(name, ptype, low, high, log, step, default=default)
 
 
+def _parse_enqueue(raw, params: tuple[Param, ...], where: str) -> tuple[dict, ...]:
+    """The `enqueue` list: each entry a mapping of searched params to values inside their ranges."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise SearchSpaceError(where, "enqueue", f"a list of {{param: value}} mappings must be specified, but got {_describe(raw)}.")
+    by_name = {p.name: p for p in params}
+    out = []
+    for i, entry in enumerate(raw):
+        if entry is None:
+            entry = {}
+        if not isinstance(entry, dict):
+            raise SearchSpaceError(where, f"enqueue[{i}]", f"a mapping of searched params to values must be specified, but got {_describe(entry)}.")
+        for key, value in entry.items():
+            param = by_name.get(key)
+            if param is None:
+                raise SearchSpaceError(where, f"enqueue[{i}].{key}", f"not a searched param; the searched params are {sorted(by_name)} (fixed values go in `fixed`).")
+            if param.type == "categorical":
+                if value not in param.choices:
+                    raise SearchSpaceError(where, f"enqueue[{i}].{key}", f"one of the choices {list(param.choices)} must be specified, but got {value!r}.")
+            else:
+                kind = int if param.type == "int" else float
+                value = _check_value(value, kind, where, f"enqueue[{i}].{key}")
+                if not param.low <= value <= param.high:
+                    raise SearchSpaceError(where, f"enqueue[{i}].{key}", f"a value in [{param.low}, {param.high}] must be specified, but got {value}.")
+        out.append(dict(entry))
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     """A parsed search-space file: how to search, what is fixed, and what is searched."""
@@ -278,15 +321,16 @@ class SearchSpace:
     params: tuple[Param, ...]
     description: str = ""
     where: str = ""  # the file it came from, for messages
+    enqueue: tuple[dict, ...] = ()  # trials that run first, each a partial {param: value}
 
     @classmethod
     def from_dict(cls, raw, where: str, name: str = "space") -> SearchSpace:
         """Validate a space given as a dict (a parsed YAML file, or a search.json entry)."""
         if not isinstance(raw, dict):
             raise SearchSpaceError(where, "(top level)", f"a mapping with keys search, fixed, params must be specified, but got {_describe(raw)}.")
-        unknown = sorted(set(raw) - {"description", "search", "fixed", "params"})
+        unknown = sorted(set(raw) - {"description", "search", "fixed", "params", "enqueue"})
         if unknown:
-            raise SearchSpaceError(where, unknown[0], "unknown top-level key; known keys are ['description', 'fixed', 'params', 'search'].")
+            raise SearchSpaceError(where, unknown[0], "unknown top-level key; known keys are ['description', 'enqueue', 'fixed', 'params', 'search'].")
         description = raw.get("description") or ""
         if not isinstance(description, str):
             raise SearchSpaceError(where, "description", f"a string must be specified, but got {_describe(description)}.")
@@ -317,7 +361,8 @@ class SearchSpace:
             if key in fixed:
                 raise SearchSpaceError(where, f"params.{key}", "also given in `fixed`; keep it in one of the two.")
             params.append(_parse_param(key, value, types[key], where))
-        space = cls(name, settings, fixed, tuple(params), description, where)
+        enqueue = _parse_enqueue(raw.get("enqueue"), tuple(params), where)
+        space = cls(name, settings, fixed, tuple(params), description, where, enqueue)
         space._check_train_configs()
         return space
 
@@ -340,21 +385,52 @@ class SearchSpace:
                 self.train_config({})
             except ConfigError as e:
                 raise SearchSpaceError(self.where, "fixed", f"refused by TrainConfig: {e}") from e
+        for i, entry in enumerate(self.enqueue):
+            try:
+                self.train_config({**center, **entry})
+            except ConfigError as e:
+                raise SearchSpaceError(self.where, f"enqueue[{i}]", f"refused by TrainConfig: {e}") from e
 
     def center(self) -> dict:
         """The searched values --single-trial uses: each param's default or midpoint."""
         return {p.name: p.center() for p in self.params}
 
+    def first_trials(self) -> list[dict]:
+        """The trials that run before the sampler's: the center (first_trial_at_defaults), then `enqueue`, without repeats."""
+        center = self.center()
+        out = [center] if self.settings.first_trial_at_defaults else []
+        for entry in self.enqueue:
+            trial = {**center, **entry}
+            if trial not in out:
+                out.append(trial)
+        return out
+
     def train_config(self, params: dict) -> TrainConfig:
-        """The configuration of one trial: fixed values, then `params`, with epochs = max_epochs."""
-        return TrainConfig.from_dict({**self.fixed, **params, "epochs": self.settings.max_epochs}, f"{self.where} (a trial's parameters)")
+        """The configuration of one trial: fixed values, then `params`, with epochs = max_epochs
+        (1 while max_epochs is still `auto`, for checking)."""
+        epochs = self.settings.max_epochs if self.settings.max_epochs != AUTO else 1
+        return TrainConfig.from_dict({**self.fixed, **params, "epochs": epochs}, f"{self.where} (a trial's parameters)")
+
+    def for_data(self, train_frames: int) -> SearchSpace:
+        """The space with `auto` settings sized for a training split of `train_frames` frames."""
+        settings = self.settings
+        epochs = settings.max_epochs
+        if epochs == AUTO:
+            epochs = int(min(max(round(AUTO_TRAIN_FRAMES / max(train_frames, 1)), AUTO_EPOCHS[0]), AUTO_EPOCHS[1]))
+        grace = settings.grace_period
+        if grace == AUTO:
+            grace = max(1, round(epochs / settings.reduction_factor**AUTO_RUNGS))
+        if (epochs, grace) == (settings.max_epochs, settings.grace_period):
+            return self
+        return self.with_settings(max_epochs=epochs, grace_period=min(grace, epochs))
 
     def with_settings(self, **changes) -> SearchSpace:
         """The same space with some search settings replaced (CLI flags, tests, benchmarks)."""
         raw = self.to_dict()
         raw["search"].update(changes)
-        if "max_epochs" in changes and "grace_period" not in changes:  # a shorter run keeps a valid ASHA
-            raw["search"]["grace_period"] = min(raw["search"]["grace_period"], changes["max_epochs"])
+        grace = raw["search"]["grace_period"]
+        if "max_epochs" in changes and "grace_period" not in changes and AUTO not in (grace, changes["max_epochs"]):
+            raw["search"]["grace_period"] = min(grace, changes["max_epochs"])  # a shorter run keeps a valid ASHA
         return SearchSpace.from_dict(raw, self.where, self.name)
 
     def to_dict(self) -> dict:
@@ -363,6 +439,7 @@ class SearchSpace:
             "search": asdict(self.settings),
             "fixed": dict(self.fixed),
             "params": {p.name: p.to_dict() for p in self.params},
+            "enqueue": [dict(e) for e in self.enqueue],
         }
 
 

@@ -35,7 +35,7 @@ from rbmsearch.errors import DatasetError, DivergenceError
 from rbmsearch.files import make_dir
 from rbmsearch.run import read_metrics, write_metrics, write_params, write_run
 
-__all__ = ["MonitorSettings", "Report", "monitor", "train"]
+__all__ = ["MonitorSettings", "Report", "chain_length", "monitor", "pretrain", "pretrain_rnn", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -132,10 +132,12 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int):
     import tensorflow as tf
 
     lr = _learning_rate(config, steps_per_epoch)
-    if config.optimizer == "sgd":
-        return tf.keras.optimizers.SGD(lr, momentum=config.momentum)
+    if config.optimizer in ("sgd", "nesterov"):
+        return tf.keras.optimizers.SGD(lr, momentum=config.momentum, nesterov=config.optimizer == "nesterov")
     if config.optimizer == "rmsprop":
         return tf.keras.optimizers.RMSprop(lr)
+    if config.optimizer == "nadam":
+        return tf.keras.optimizers.Nadam(lr)
     return tf.keras.optimizers.Adam(lr)
 
 
@@ -177,8 +179,51 @@ def pretrain(model, frames: np.ndarray, config: TrainConfig, progress: bool = Fa
     return costs
 
 
-def make_train_step(model, optimizer, config: TrainConfig):
-    """A compiled CD-k step: (v (B, T, n_v), mask (B, T), seed (2,) int64) -> cost, one update."""
+def pretrain_rnn(model, rolls: list[np.ndarray], config: TrainConfig, progress: bool = False) -> list[float]:
+    """The paper's RNN initialisation: train the recurrence (and u0) as an RNN with independent
+    sigmoid outputs on the training windows, through a temporary output layer that is then
+    dropped. Returns the cross-entropy per frame (nats) of each epoch."""
+    import tensorflow as tf
+
+    if config.rnn_pretrain_epochs == 0:
+        return []
+    n_v, n_u = model.config.n_visible, model.config.n_recurrent
+    frames = np.concatenate(rolls).mean(axis=0).clip(1e-3, 1 - 1e-3)
+    out_W = tf.Variable(tf.zeros((n_u, n_v)), name="pretrain_out_W")
+    out_b = tf.Variable(np.log(frames / (1 - frames)).astype(np.float32), name="pretrain_out_b")  # the note rates
+    variables = [*model.recurrent_variables, out_W, out_b]
+    optimizer = tf.keras.optimizers.Adam(config.rnn_pretrain_learning_rate)
+
+    @tf.function(input_signature=[tf.TensorSpec((None, None, n_v), tf.float32), tf.TensorSpec((None, None), tf.float32)])
+    def step(v, mask):
+        with tf.GradientTape() as tape:
+            cost = model.independent_loss(v, mask, out_W, out_b)
+        grads = tape.gradient(cost, variables)
+        if config.clip_norm > 0:
+            grads, _ = tf.clip_by_global_norm(grads, config.clip_norm)
+        optimizer.apply_gradients(zip(grads, variables))
+        return cost
+
+    costs = []
+    for epoch in range(config.rnn_pretrain_epochs):
+        rng = np.random.default_rng([config.seed, 3, epoch])
+        batch_costs = [float(step(v, mask)) for v, mask in minibatches(rolls, config, rng)]
+        costs.append(float(np.mean(batch_costs)))
+        _check_finite(epoch, "the RNN pretraining cost", costs[-1], config)
+        if progress:
+            log.info("RNN pretrain epoch %d/%d: %.4f nats/frame", epoch + 1, config.rnn_pretrain_epochs, costs[-1])
+    return costs
+
+
+def chain_length(config: TrainConfig, epoch: int) -> int:
+    """CD steps in `epoch` (0-based): cd_k, or cd_k_late in the last late_fraction of the epochs."""
+    late = config.cd_k_late and epoch >= round(config.epochs * (1 - config.late_fraction))
+    return config.cd_k_late if late else config.cd_k
+
+
+def make_train_step(model, optimizer, config: TrainConfig, cd_k: int | None = None):
+    """A compiled CD-k step (k = `cd_k`, default config.cd_k): (v (B, T, n_v), mask (B, T), seed (2,) int64) -> cost, one update."""
+    k = cd_k or config.cd_k
     import tensorflow as tf
 
     variables = model.trainable_variables
@@ -189,7 +234,7 @@ def make_train_step(model, optimizer, config: TrainConfig):
     )
     def train_step(v, mask, seed):
         with tf.GradientTape() as tape:
-            cost = model.cd_loss(v, mask, config.cd_k, seed, config.dropout)
+            cost = model.cd_loss(v, mask, k, seed, config.dropout)
         grads = tape.gradient(cost, variables)
         if config.weight_decay > 0:  # the gradient of (weight_decay / 2) * ||w||^2, on matrices only
             grads = [g + config.weight_decay * w if w.shape.rank == 2 else g for g, w in zip(grads, variables)]
@@ -252,8 +297,9 @@ def train(
             log.info("resuming %s after epoch %d", run_dir, int(epoch_var.numpy()))
     else:
         metrics["pretrain_costs"] = pretrain(model, np.concatenate(train_rolls), config, progress)
+        metrics["rnn_pretrain_costs"] = pretrain_rnn(model, train_rolls, config, progress)
 
-    train_step = make_train_step(model, optimizer, config)
+    train_steps = {}  # CD steps -> its compiled step (two with cd_k_late)
     monitor_settings = MonitorSettings.of(config)
 
     best = min((h["valid_monitor"] for h in metrics["history"]), default=math.inf)
@@ -263,6 +309,8 @@ def train(
         start = time.perf_counter()
         rng = np.random.default_rng([config.seed, 2, epoch])  # per epoch: resuming replays it
         costs, frames = [], 0
+        k = chain_length(config, epoch)
+        train_step = train_steps.get(k) or train_steps.setdefault(k, make_train_step(model, optimizer, config, k))
         for i, (v, mask) in enumerate(minibatches(train_rolls, config, rng)):
             costs.append(float(train_step(v, mask, tf.constant([config.seed, epoch * 100_003 + i], tf.int64))))
             _check_finite(epoch + 1, f"the CD cost of minibatch {i}", costs[-1], config)
@@ -273,6 +321,7 @@ def train(
         record = {
             "epoch": epoch + 1,
             "train_cost": float(np.mean(costs)),
+            "cd_k": k,
             "valid_monitor": score,
             "train_frames_per_s": frames / train_s,
             "seconds": time.perf_counter() - start,

@@ -313,6 +313,7 @@ def run_search(
         if read_text(f"{experiment}/{SEARCH_FILE}") is not None:
             raise SearchError(f"{experiment} already holds an experiment; continue it with --resume, or choose another --name.")
     dataset, data_path = open_data(data, progress)
+    space = space.for_data(_train_frames(dataset))  # `auto` epochs; a resumed space is already sized
     settings = space.settings
     with ray_session(address):
         check_shared_storage(storage, settings)  # before anything is written there
@@ -331,7 +332,7 @@ def run_search(
                 metric=settings.metric,
                 mode=settings.mode,
                 sampler=_tpe_sampler(settings.seed),
-                points_to_evaluate=[space.center()] if settings.first_trial_at_defaults else None,
+                points_to_evaluate=space.first_trials() or None,
             )
             scheduler = ASHAScheduler(
                 time_attr="epoch", metric=settings.metric, mode=settings.mode, max_t=settings.max_epochs,
@@ -372,6 +373,10 @@ def run_search(
         if finish_search:
             finish(experiment, results=results, dataset=dataset)
         return experiment, results
+
+
+def _train_frames(dataset: Dataset) -> int:
+    return sum(len(roll) for roll in dataset.rolls("train"))
 
 
 def _saved_statuses(experiment: str) -> list[str]:
@@ -478,7 +483,7 @@ def single_trial(space: SearchSpace, data: str | None, out_dir: str | os.PathLik
     """
     out_dir = Path(out_dir)
     dataset, data_path = open_data(data)
-    space = space.with_settings(cpus_per_trial=cpus or float(os.cpu_count() or 1))
+    space = space.for_data(_train_frames(dataset)).with_settings(cpus_per_trial=cpus or float(os.cpu_count() or 1))
     params = space.center()
     log.info("single trial: %s", json.dumps(params))
     run_dir = out_dir / "run"

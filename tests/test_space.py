@@ -27,8 +27,9 @@ def test_shipped_spaces_load_and_say_how_to_run_them():
         assert path.read_text().startswith("# python -m rbmsearch.tune"), f"{path} must start with its command"
         space = load_space(path)
         assert space.name == name and space.params
-        config = space.train_config(space.center())  # a valid TrainConfig
-        assert config.epochs == space.settings.max_epochs
+        sized = space.for_data(13_807)  # JSB's training frames: `auto` settings become numbers
+        config = sized.train_config(sized.center())  # a valid TrainConfig
+        assert config.epochs == sized.settings.max_epochs and isinstance(config.epochs, int)
     smoke = load_space(SMOKE)
     lr = next(p for p in smoke.params if p.name == "learning_rate")
     assert (lr.low, lr.high, lr.log) == (1e-3, 1e-1, True)  # `1e-3` is a float, not YAML 1.1's string
@@ -77,6 +78,13 @@ BAD_SPACES = [
     ("params: {cd_k: {type: int, low: 1, high: 2}}\nparams: {cd_k: {type: int, low: 1, high: 3}}", "(file)", "duplicate key 'params'"),
     ("params: {cd_k: {type: int, low: 1, high: 2}", "(file)", "is not valid YAML"),
     ("- just\n- a list", "(top level)", "a mapping with keys"),
+    ("search: {max_epochs: some}\nparams: {cd_k: {type: int, low: 1, high: 2}}", "search.max_epochs", "a positive int or 'auto'"),
+    ("params: {cd_k: {type: int, low: 1, high: 5}}\nenqueue: {cd_k: 2}", "enqueue", "a list of {param: value} mappings"),
+    ("params: {cd_k: {type: int, low: 1, high: 5}}\nenqueue: [3]", "enqueue[0]", "a mapping of searched params"),
+    ("params: {cd_k: {type: int, low: 1, high: 5}}\nenqueue: [{cd_k: 2}, {n_hidden: 20}]", "enqueue[1].n_hidden", "not a searched param"),
+    ("params: {cd_k: {type: int, low: 1, high: 5}}\nenqueue: [{cd_k: 9}]", "enqueue[0].cd_k", "a value in [1, 5]"),
+    ("params: {cd_k: {type: int, low: 1, high: 5}}\nenqueue: [{cd_k: 2.5}]", "enqueue[0].cd_k", "an int must be specified"),
+    ("params: {optimizer: {type: categorical, choices: [adam, sgd]}}\nenqueue: [{optimizer: nadam}]", "enqueue[0].optimizer", "one of the choices ['adam', 'sgd']"),
 ]
 
 
@@ -120,3 +128,32 @@ def test_importing_space_loads_no_ray_optuna_or_tensorflow():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
+
+
+def test_auto_epochs_follow_the_training_frames_and_keep_three_rungs(tmp_path):
+    """`max_epochs: auto` gives every trial about AUTO_TRAIN_FRAMES frames: 200 epochs of JSB,
+    16 of Nottingham, within AUTO_EPOCHS; `grace_period: auto` puts 3 ASHA rungs below it."""
+    from rbmsearch.space import AUTO_EPOCHS, AUTO_TRAIN_FRAMES
+
+    space = load_space(write_space(tmp_path / "auto.yaml", "search: {max_epochs: auto, grace_period: auto}\nparams: {cd_k: {type: int, low: 1, high: 5}}"))
+    assert space.settings.max_epochs == "auto" and space.train_config({"cd_k": 2}).epochs == 1
+    for frames, epochs, grace in ((13_807, 200, 7), (176_561, 16, 1), (10, AUTO_EPOCHS[1], 15), (10**9, AUTO_EPOCHS[0], 1)):
+        sized = space.for_data(frames)
+        assert (sized.settings.max_epochs, sized.settings.grace_period) == (epochs, grace), frames
+        assert sized.train_config({"cd_k": 2}).epochs == epochs
+    assert abs(200 * 13_807 - AUTO_TRAIN_FRAMES) < 13_807
+    fixed = space.with_settings(max_epochs=30)  # --max-epochs: the grace follows it
+    assert fixed.for_data(13_807).settings.grace_period == 1
+    assert space.for_data(500).to_dict()["search"]["max_epochs"] == 400  # what search.json keeps
+
+
+def test_enqueued_trials_run_first_after_the_center_without_repeats(tmp_path):
+    text = GOOD + "enqueue:\n  - {}\n  - {optimizer: sgd}\n  - {n_hidden: 16, learning_rate: 0.05}\n"
+    space = load_space(write_space(tmp_path / "enqueue.yaml", text))
+    center = space.center()
+    assert space.first_trials() == [center, {**center, "optimizer": "sgd"}, {**center, "n_hidden": 16, "learning_rate": 0.05}]
+    with_center = space.with_settings(first_trial_at_defaults=True)
+    assert with_center.first_trials() == space.first_trials()  # {} is the center: not run twice
+    assert load_space(write_space(tmp_path / "good.yaml", GOOD)).first_trials() == []
+    again = type(space).from_dict(space.to_dict(), "search.json")  # survives search.json (--resume)
+    assert again.enqueue == space.enqueue

@@ -17,7 +17,7 @@ from rbmsearch.config import TrainConfig
 from rbmsearch.data import read_dataset
 from rbmsearch.errors import ConfigError, DivergenceError
 from rbmsearch.run import load_run
-from rbmsearch.train import make_optimizer, make_train_step, minibatches, train, windows
+from rbmsearch.train import chain_length, make_optimizer, make_train_step, minibatches, pretrain_rnn, train, windows
 
 
 def test_windows_cover_every_frame_once():
@@ -175,3 +175,67 @@ def test_weight_decay_shrinks_weight_matrices_only(toy_dataset, tiny_config):
     for bad in (1.0, -0.1, True):
         with pytest.raises(ConfigError, match="dropout"):
             TrainConfig(dropout=bad)
+
+
+# ---------------------------------------------------------------------------- the paper's training aids
+
+
+def test_rnn_pretraining_fits_independent_outputs_and_hands_on_only_the_recurrence(toy_dataset, tiny_config):
+    """Epochs of the independent-output RNN lower its cross-entropy; they change the recurrence
+    and u0, never the RBM or its bias maps (the temporary output layer is dropped)."""
+    from rbmsearch.model import ModelConfig, RnnRbm
+
+    config = TrainConfig(**{**tiny_config, "rnn_pretrain_epochs": 15, "rnn_pretrain_learning_rate": 0.03})
+    model = RnnRbm(ModelConfig.of(config), seed=config.seed)
+    before = model.to_params()
+    costs = pretrain_rnn(model, toy_dataset.rolls("train"), config)
+    after = model.to_params()
+    assert len(costs) == 15 and all(math.isfinite(c) for c in costs)
+    assert costs[-1] < 0.6 * costs[0], costs  # the toy arpeggios are predictable from the history
+    recurrent = {"Wvu", "Wuu", "bu", "u0"}
+    assert {n for n in before if not np.array_equal(before[n], after[n])} == recurrent
+    assert pretrain_rnn(model, toy_dataset.rolls("train"), TrainConfig(**tiny_config)) == []  # 0 epochs: off
+
+
+@pytest.mark.parametrize("rnn", ["lstm", "gru"])
+def test_rnn_pretraining_covers_the_gated_variants(toy_dataset, tiny_config, rnn):
+    from rbmsearch.model import ModelConfig, RnnRbm
+
+    config = TrainConfig(**{**tiny_config, "rnn": rnn, "rnn_pretrain_epochs": 2})
+    model = RnnRbm(ModelConfig.of(config), seed=config.seed)
+    before = model.to_params()
+    assert len(pretrain_rnn(model, toy_dataset.rolls("train"), config)) == 2
+    changed = {n for n, w in model.to_params().items() if not np.array_equal(before[n], w)}
+    assert changed == {f"{rnn}_Wx", f"{rnn}_Wu", f"{rnn}_b", "u0"}
+
+
+def test_longer_chains_late_switch_cd_k_for_the_last_fraction_of_epochs(tmp_path, toy_dataset, tiny_config):
+    config = TrainConfig(**{**tiny_config, "epochs": 8, "cd_k_late": 7, "late_fraction": 0.25})
+    assert [chain_length(config, e) for e in range(8)] == [2] * 6 + [7] * 2
+    assert [chain_length(TrainConfig(**{**tiny_config, "epochs": 8}), e) for e in range(8)] == [2] * 8
+    config = TrainConfig(**{**tiny_config, "epochs": 4, "cd_k_late": 5, "late_fraction": 0.5, "rnn_pretrain_epochs": 1})
+    metrics = train(config, toy_dataset, tmp_path / "run", evaluate_test=False)
+    assert [h["cd_k"] for h in metrics["history"]] == [2, 2, 5, 5]
+    assert len(metrics["rnn_pretrain_costs"]) == 1
+    for bad in ({"late_fraction": 0.0}, {"late_fraction": 1.5}, {"cd_k_late": -1}, {"rnn_pretrain_epochs": -2}, {"rnn_pretrain_learning_rate": 0.0}):
+        with pytest.raises(ConfigError):
+            TrainConfig(**bad)
+
+
+@pytest.mark.parametrize("optimizer", ["nesterov", "nadam"])
+def test_nesterov_and_nadam_train_and_differ_from_their_plain_forms(toy_dataset, tiny_config, optimizer):
+    """Two steps of each: finite, moving the weights, and not the same update as SGD momentum / Adam."""
+    from rbmsearch.model import ModelConfig, RnnRbm
+
+    v, mask = pad_batch([r[:16] for r in toy_dataset.rolls("train")[:4]])
+    plain = {"nesterov": "sgd", "nadam": "adam"}[optimizer]
+    after = {}
+    for name in (optimizer, plain):
+        config = TrainConfig(**{**tiny_config, "optimizer": name, "learning_rate": 0.05, "lr_schedule": "constant"})
+        model = RnnRbm(ModelConfig.of(config), seed=config.seed)
+        step = make_train_step(model, make_optimizer(config, 1), config)
+        for i in range(2):
+            assert math.isfinite(float(step(v, mask, np.array([1, i], dtype=np.int64))))
+        after[name] = model.to_params()["W"]
+    assert not np.allclose(after[optimizer], after[plain], atol=1e-7)
+    assert np.abs(after[optimizer] - RnnRbm(ModelConfig.of(config), seed=config.seed).to_params()["W"]).max() > 1e-4
