@@ -194,6 +194,44 @@ params:
     assert json.loads((exp / "best.json").read_text())["params"] == {"learning_rate": 0.01}
 
 
+@pytest.mark.slow
+def test_enqueued_trials_run_first_and_auto_epochs_are_sized_from_the_data(ray_address, tmp_path, toy_parquet, toy_dataset, monkeypatch):
+    """The center, then the enqueued trials, in order, before Optuna samples; `max_epochs: auto`
+    is sized from the training frames (here a frame target of 10 toy epochs), and search.json
+    keeps the number that --resume reuses. The new options train in real trials."""
+    from rbmsearch.tune import run_search
+
+    frames = sum(len(r) for r in toy_dataset.rolls("train"))
+    monkeypatch.setattr("rbmsearch.space.AUTO_TRAIN_FRAMES", 10 * frames)  # the driver sizes the space
+    text = """
+search: {num_samples: 4, max_epochs: auto, grace_period: 10, max_concurrent: 1, acc_frames: 0, samples: 1,
+         sample_quarters: 4, first_trial_at_defaults: true, seed: 5}
+fixed: {pretrain_epochs: 0, n_hidden: 8, n_recurrent: 4, cd_k: 1, window: 16, batch_size: 4, monitor_frames: 20,
+        monitor_ais_betas: 10, eval_ais_runs: 2, eval_ais_betas: 10, eval_acc_samples: 1}
+params:
+  learning_rate: {type: float, low: 1.0e-3, high: 1.0e-1, log: true, default: 0.01}
+  optimizer: {type: categorical, choices: [adam, nesterov, nadam]}
+  rnn_pretrain_epochs: {type: categorical, choices: [0, 1]}
+  cd_k_late: {type: categorical, choices: [0, 2]}
+enqueue:
+  - {optimizer: nesterov, learning_rate: 0.05, cd_k_late: 2}
+  - {optimizer: nadam, rnn_pretrain_epochs: 1}
+"""
+    space = load_space(write_space(tmp_path / "enqueue.yaml", text))
+    experiment, results = run_search(space, str(toy_parquet), str(tmp_path), name="enq", progress=False)
+    saved = json.loads((Path(experiment) / "search.json").read_text())
+    assert (saved["space"]["search"]["max_epochs"], saved["space"]["search"]["grace_period"]) == (10, 10)
+    assert saved["space"]["enqueue"] == [dict(e) for e in space.enqueue]
+    ordered = sorted(results, key=lambda r: r.metrics_dataframe["timestamp"].min())
+    center = {"learning_rate": 0.01, "optimizer": "adam", "rnn_pretrain_epochs": 0, "cd_k_late": 0}
+    assert [r.config for r in ordered][:3] == [
+        center, {**center, "optimizer": "nesterov", "learning_rate": 0.05, "cd_k_late": 2}, {**center, "optimizer": "nadam", "rnn_pretrain_epochs": 1}
+    ]
+    assert len(results) == 4 and not any(r.error for r in results)
+    assert all(r.metrics["epoch"] == 10 for r in results)  # grace 10: no trial stopped early
+    assert list(ordered[1].metrics_dataframe["cd_k"]) == [1] * 8 + [2] * 2  # CD-2 for the last quarter
+
+
 def done_trials(experiment: Path) -> dict[str, str]:
     """Trial dir -> the last line of its result.json, for trials Tune recorded as done."""
     done = {}
