@@ -74,6 +74,7 @@ class TrainConfig:
     eval_acc_samples: int = 10
     eval_acc_gibbs_k: int = 1000  # Gibbs steps per accuracy sample, enough to mix (EvalSettings.acc_gibbs_k)
     eval_raise_runs: int = 10  # reverse-AIS runs per frame for test_nll_raise (EvalSettings.raise_runs)
+    eval_frames: int = 0  # score an even subsample of this many test frames, labelled as such; 0: the whole split
 
     def __post_init__(self):
         positive = ["n_hidden", "n_recurrent", "pretrain_cd_k", "pretrain_batch_frames", "epochs", "cd_k", "batch_size",
@@ -82,7 +83,7 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"A positive int must be specified for {name}, but got {value!r}.", key=name)
-        for name in ("pretrain_epochs", "rnn_pretrain_epochs", "cd_k_late", "window", "seed"):
+        for name in ("pretrain_epochs", "rnn_pretrain_epochs", "cd_k_late", "window", "seed", "eval_frames"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"A non-negative int must be specified for {name}, but got {value!r}.", key=name)

@@ -183,16 +183,18 @@ def evaluate(
 
 
 def score_run(run, rolls: list[np.ndarray], progress: bool = False, store_root: str | Path | None = None, resources: Resources = Resources()) -> dict:
-    """Evaluate a `run.Run` on `rolls` (the test split) with its configuration's eval_* settings.
+    """Evaluate a `run.Run` on `rolls` (the test split) with its configuration's eval_* settings
+    (eval_frames > 0: an even subsample of that many frames).
 
     Returns the test_* metrics that metrics.json and best.json hold, with `test_eval` (everything).
     """
     c = run.config
     settings = EvalSettings(ais_runs=c.eval_ais_runs, ais_betas=c.eval_ais_betas, acc_samples=c.eval_acc_samples,
                             acc_gibbs_k=c.eval_acc_gibbs_k, seed=c.seed, raise_runs=c.eval_raise_runs)  # fmt: skip
-    result = evaluate(run.model, rolls, settings, progress=progress, store_root=store_root, resources=resources)
+    result = evaluate(run.model, rolls, settings, progress=progress, frames=c.eval_frames or None, store_root=store_root, resources=resources)
     return {"test_nll": result["nll"], "test_nll_ci95": result["nll_ci95"], "test_nll_raise": result["nll_raise"],
-            "test_acc": result["acc"], "test_acc_decoded": result["acc_decoded"], "test_eval": result}  # fmt: skip
+            "test_acc": result["acc"], "test_acc_decoded": result["acc_decoded"], "test_frames": result["frames"],
+            "test_frames_in_split": result["frames_in_split"], "test_eval": result}  # fmt: skip
 
 
 def evaluate_run(run_dir: str | Path, dataset, progress: bool = True, store_root: str | Path | None = None, resources: Resources = Resources()) -> dict:

@@ -170,7 +170,7 @@ def build_page(directory: str | os.PathLike) -> Path:
         if not (folder / "stats.json").is_file():
             render_run(directory, folder)
         body.append(f"<h1>rbmsearch run: {html.escape(directory.name)}</h1>")
-        summary = {k: v for k, v in metrics.items() if k in ("best_epoch", "test_nll", "test_nll_ci95", "test_nll_raise", "test_acc", "test_acc_decoded")}
+        summary = {k: v for k, v in metrics.items() if k in ("best_epoch", "test_nll", "test_nll_ci95", "test_nll_raise", "test_acc", "test_acc_decoded", "test_frames", "test_frames_in_split")}
         body.append("<h3>Metrics</h3>" + _table(summary) + "<h3>Configuration</h3>" + _table(config.get("train", {})))
         history = metrics.get("history", [])
         curve = _curves_png(directory, {"valid_monitor": {h["epoch"]: h["valid_monitor"] for h in history}}, "validation monitor (nats/frame)")

@@ -202,6 +202,8 @@ def _result_lines(headline: str, shown: str, test: dict, samples_line: str | Non
     if test:
         headline += (f", test NLL {test['test_nll']:.3f} \u00b1 {test['test_nll_ci95']:.3f} nats/frame (RAISE {test['test_nll_raise']:.3f}), "
                      f"test ACC {test['test_acc_decoded']:.3f} best guess ({test['test_acc']:.3f} sampled)")  # fmt: skip
+        if test.get("test_frames", 0) < test.get("test_frames_in_split", 0):
+            headline += f", on an even subsample of {test['test_frames']:,} of the {test['test_frames_in_split']:,} test frames"
     lines = [headline, f"best.json: {shown}/best.json"]
     if samples_line:
         lines.append(samples_line)

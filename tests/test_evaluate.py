@@ -59,8 +59,9 @@ def test_evaluate_run_adds_the_test_scores_to_metrics_json(tmp_path, tiny_run, t
     before = load_run(run_dir).metrics
     assert "test_nll" not in before and before["history"]
     test = evaluate_run(run_dir, toy_dataset, progress=False)
-    assert set(test) == {"test_nll", "test_nll_ci95", "test_nll_raise", "test_acc", "test_acc_decoded", "test_eval"}
+    assert set(test) == {"test_nll", "test_nll_ci95", "test_nll_raise", "test_acc", "test_acc_decoded", "test_frames", "test_frames_in_split", "test_eval"}
     assert 0 < test["test_nll_ci95"] < 10 and test["test_eval"]["subsample"] is False
+    assert test["test_frames"] == test["test_frames_in_split"] == sum(len(r) for r in toy_dataset.rolls("test"))
     assert 0 < test["test_nll"] < 88 * math.log(2) and 0 <= test["test_acc"] <= 1
     # The run's own eval_* settings (tiny_config: 4 AIS runs, 20 temperatures, 2 samples).
     assert (test["test_eval"]["ais_runs"], test["test_eval"]["ais_betas"], test["test_eval"]["acc_samples"]) == (4, 20, 2)
@@ -72,6 +73,24 @@ def test_evaluate_run_adds_the_test_scores_to_metrics_json(tmp_path, tiny_run, t
     assert evaluate_run(run_dir, no_test, progress=False) == {}
     assert "no test split" in caplog.text
     assert json.loads((run_dir / "metrics.json").read_text()) == after
+
+
+def test_eval_frames_scores_an_even_subsample_and_the_report_labels_it(tmp_path, tiny_run, toy_dataset):
+    """TrainConfig.eval_frames: the final score takes an even spread of that many test frames,
+    and the search's result line says so (a whole split says nothing)."""
+    from rbmsearch.report import _result_lines
+
+    run_dir = shutil.copytree(tiny_run, tmp_path / "run")
+    config = json.loads((run_dir / "config.json").read_text())
+    config["train"]["eval_frames"] = 30
+    (run_dir / "config.json").write_text(json.dumps(config))
+    test = evaluate_run(run_dir, toy_dataset, progress=False)
+    total = sum(len(r) for r in toy_dataset.rolls("test"))
+    assert (test["test_frames"], test["test_frames_in_split"], test["test_eval"]["subsample"]) == (30, total, True)
+    line = _result_lines("best", "exp", test, None, None)[0]
+    assert line.endswith(f"on an even subsample of 30 of the {total:,} test frames")
+    whole = {**test, "test_frames": total}
+    assert "subsample" not in _result_lines("best", "exp", whole, None, None)[0]
 
 
 def run_evaluate(*args: str) -> subprocess.CompletedProcess:
