@@ -14,6 +14,7 @@ of each name, so a piece keeps its split; pickles keep theirs. Every later stage
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import io
 import json
@@ -32,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rbmsearch.console import cli
-from rbmsearch.errors import DatasetError
+from rbmsearch.errors import DatasetError, OutputError
 from rbmsearch.files import atomic_write
 from rbmsearch.midi import (
     DEFAULT_QPM,
@@ -57,6 +58,7 @@ __all__ = [
     "build",
     "default_dataset",
     "open_data",
+    "output_filesystem",
     "read_dataset",
     "transpose_to_c",
     "write_dataset",
@@ -459,9 +461,39 @@ def _to_table(dataset: Dataset) -> pa.Table:
     return table.replace_schema_metadata({METADATA_KEY: json.dumps(asdict(dataset.meta)).encode()})
 
 
-def write_dataset(dataset: Dataset, out: str | os.PathLike) -> Path:
-    """Write to a temporary file beside `out`, then rename: `out` is never left half-written."""
-    return atomic_write(out, lambda tmp: pq.write_table(_to_table(dataset), tmp, compression="zstd"))
+def output_filesystem(uri: str):
+    """(pyarrow filesystem, path) for an output URI (file://, s3://, gs://, hdfs://, ...).
+
+    Raises OutputError, naming the URI, when pyarrow.fs has no filesystem for it.
+    """
+    import pyarrow.fs
+
+    try:
+        return pyarrow.fs.FileSystem.from_uri(uri)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise OutputError(uri, f"pyarrow.fs cannot write there ({str(e).splitlines()[0]}); give a local path, or a URI it supports such as file://, s3:// or gs://") from e
+
+
+def write_dataset(dataset: Dataset, out: str | os.PathLike) -> Path | str:
+    """Write to a temporary file beside `out`, then rename: `out` is never left half-written.
+
+    `out` is a local path or a URI that pyarrow.fs writes (never a local folder named `s3:`).
+    Returns the written Path, or the URI.
+    """
+    table = _to_table(dataset)
+    if "://" not in str(out):
+        return atomic_write(out, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    fs, path = output_filesystem(str(out))
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        pq.write_table(table, tmp, filesystem=fs, compression="zstd")
+        fs.move(tmp, path)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            fs.delete_file(tmp)
+        raise OutputError(str(out), f"cannot be written ({str(e).splitlines()[0]}); check the URI and its credentials") from e
+    return str(out)
 
 
 def _rebuild_fix(path: str) -> str:
@@ -544,7 +576,9 @@ def read_dataset(path: str | os.PathLike) -> Dataset:
 
 
 def build(source: str, out: str | os.PathLike, options: BuildOptions = BuildOptions()) -> Dataset:
-    """Read `source` and write it to `out` as Parquet. Returns what was built, skips included."""
+    """Read `source` and write it to `out` (a path or URI) as Parquet. Returns what was built, skips included."""
+    if "://" in str(out):
+        output_filesystem(str(out))  # an unsupported URI fails before the source is read
     dataset = load_source(source, options)
     write_dataset(dataset, out)
     return dataset

@@ -288,3 +288,28 @@ def test_cli_build_and_info(tmp_path, midi_folder):
     assert info.returncode == 0 and info.stdout.splitlines()[1:5] == built.stdout.splitlines()[1:5]
     failed = run("build", "--source", str(tmp_path / "missing"), "--out", str(out))
     assert failed.returncode == 1 and "error:" in failed.stderr and "no such file or folder" in failed.stderr
+
+
+def test_build_to_a_uri_writes_through_pyarrow_fs_and_refuses_what_it_cannot_write(tmp_path, midi_folder, monkeypatch):
+    """--out file:///... is written by pyarrow.fs and reads back; a URI pyarrow.fs has no filesystem
+    for is refused in one line before the source is read, and nothing named `foo:` appears locally."""
+    from rbmsearch.errors import OutputError
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"file://{tmp_path}/bucket/sub/x.parquet"
+    built = build(str(midi_folder), uri)
+    assert (tmp_path / "bucket" / "sub" / "x.parquet").is_file()
+    assert not list((tmp_path / "bucket" / "sub").glob("*.tmp-*"))  # the temporary file was renamed
+    again = read_dataset(uri)
+    assert [p.name for p in again.pieces] == [p.name for p in built.pieces]
+    assert all(np.array_equal(a.roll, b.roll) for a, b in zip(again.pieces, built.pieces))
+    with pytest.raises(OutputError) as info:
+        build(str(tmp_path / "missing-source"), "foo://bucket/x.parquet")  # the URI is checked first
+    message = str(info.value)
+    assert message.startswith("foo://bucket/x.parquet: pyarrow.fs cannot write there") and "\n" not in message
+    assert "file://" in message  # says what would work
+    assert not any(p.name.startswith("foo") for p in tmp_path.iterdir())
+    cli = subprocess.run([sys.executable, "-m", "rbmsearch.data", "build", "--source", str(midi_folder), "--out", "foo://b/x.parquet", "--no-progress"],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert cli.returncode == 1 and cli.stderr.strip().startswith("error: foo://b/x.parquet: pyarrow.fs cannot write there")
+    assert len(cli.stderr.strip().splitlines()) == 1 and "wrote" not in cli.stdout
