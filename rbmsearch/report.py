@@ -265,6 +265,7 @@ def report_search(experiment_dir: str, summaries: list[TrialSummary], space: Sea
     samples_line = f"samples:   {experiment_dir}/samples/trial_{best.trial_id}/ (MIDI, WAV and piano rolls of the best {len(rendered)} trials in samples/)" if samples else None  # fmt: skip
     lines += _result_lines(f"\nbest trial {best.trial_id}: {settings.metric} {best.best[settings.metric]:.4f}", experiment_dir, test, samples_line, page)
     lines.append(f"dashboard: optuna-dashboard {report['optuna_storage']}")
+    lines.append(f"curves:    tensorboard --logdir {experiment_dir}   (every trial's reported metrics; pip install tensorboard)")
     return report, lines
 
 

@@ -5,6 +5,7 @@
                            bh (n_h), Wuv (n_u, n_v), Wuh (n_u, n_h), Wvu (n_v, n_u), Wuu (n_u, n_u), bu, u0 (n_u))
     RUN_DIR/metrics.json   per-epoch history, best_epoch, and test_* once the test split is scored
     RUN_DIR/ckpt/          the TensorFlow checkpoint of the latest epoch (model + optimizer), for resuming
+    RUN_DIR/tensorboard/   per-epoch TensorBoard scalars (`tensorboard --logdir RUN_DIR`)
 
 A model is rebuilt from config.json and params.npz alone (`load_run`), so nothing
 downstream re-reads training flags. Every file is written atomically.

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from tensorboardX import SummaryWriter
 from tqdm import tqdm
 
 from rbmsearch.arrays import pad_batch
@@ -39,6 +40,9 @@ __all__ = ["MonitorSettings", "Report", "chain_length", "monitor", "pretrain", "
 
 log = logging.getLogger(__name__)
 
+
+TENSORBOARD_DIR = "tensorboard"  # RUN_DIR/tensorboard: the per-epoch scalars, for `tensorboard --logdir`
+TENSORBOARD_SCALARS = ("train_cost", "valid_monitor", "train_frames_per_s", "seconds", "cd_k")
 
 # report(epoch, metrics, checkpoint_dir): called after every epoch once RUN_DIR holds it.
 Report = Callable[[int, dict, Path], None]
@@ -254,11 +258,12 @@ def train(
     data_path: str = "",
     progress: bool = False,
     evaluate_test: bool = True,
+    tensorboard: bool = True,
 ) -> dict:
     """Train one configuration into `run_dir`, resuming if it holds a checkpoint of it.
 
     Calls `report(epoch, metrics, run_dir)` after every epoch, once run_dir holds that
-    epoch's checkpoint. Returns the final metrics (also in run_dir/metrics.json), with
+    epoch's checkpoint. `tensorboard`: write the per-epoch scalars to run_dir/tensorboard. Returns the final metrics (also in run_dir/metrics.json), with
     `test_nll`, `test_nll_raise`, `test_acc` and `test_acc_decoded` if `evaluate_test`.
 
     Raises:
@@ -304,6 +309,7 @@ def train(
 
     best = min((h["valid_monitor"] for h in metrics["history"]), default=math.inf)
     first = int(epoch_var.numpy())
+    scalars = SummaryWriter(str(run_dir / TENSORBOARD_DIR), flush_secs=10) if tensorboard else None  # `tensorboard --logdir RUN_DIR`
     bar = tqdm(total=config.epochs, initial=first, desc="training", unit="epoch", disable=not progress, file=sys.stderr)
     for epoch in range(first, config.epochs):
         start = time.perf_counter()
@@ -327,6 +333,10 @@ def train(
             "seconds": time.perf_counter() - start,
         }
         metrics["history"].append(record)
+        if scalars is not None:
+            for name in TENSORBOARD_SCALARS:
+                scalars.add_scalar(name, record[name], global_step=epoch + 1)
+            scalars.flush()
         if score < best:
             best = score
             write_params(run_dir, model.to_params())
@@ -340,6 +350,8 @@ def train(
             report(epoch + 1, record, run_dir)
 
     bar.close()
+    if scalars is not None:
+        scalars.close()
     if evaluate_test and "test_nll" not in metrics and dataset.rolls("test"):
         # The model validation chose; its shards are kept in run_dir/eval, so a rerun resumes the score.
         metrics.update(score_run(load_run(run_dir), dataset.rolls("test"), progress, store_root=run_dir / "eval"))

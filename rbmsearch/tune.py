@@ -91,7 +91,8 @@ def run_trial(params: dict, dataset: Dataset, spec: TrialSpec, session) -> dict:
     """Train one configuration and report every epoch to `session`: the trial, with or without Ray.
 
     session: `run_dir` (the run directory), `restore()` -> epochs already done (after putting
-    the last checkpoint into run_dir), `report(metrics, run_dir)`.
+    the last checkpoint into run_dir), `report(metrics, run_dir)`, and `writes_scalars`
+    (whether train writes TensorBoard scalars, or the session's own logger does).
     """
     settings = spec.space.settings
     configure_process(settings.cpus_per_trial, settings.gpus_per_trial)
@@ -110,7 +111,7 @@ def run_trial(params: dict, dataset: Dataset, spec: TrialSpec, session) -> dict:
         session.report(metrics, run_dir)
         reporting += time.perf_counter() - before
 
-    return train(config, dataset, session.run_dir, report=report, data_path=spec.data_path, evaluate_test=False)
+    return train(config, dataset, session.run_dir, report=report, data_path=spec.data_path, evaluate_test=False, tensorboard=session.writes_scalars)
 
 
 def _epochs_done(run_dir: Path) -> int:
@@ -121,6 +122,8 @@ def _epochs_done(run_dir: Path) -> int:
 
 class _LocalSession:
     """Single-trial mode: the run directory is the only state; each report prints a JSON line."""
+
+    writes_scalars = True  # train writes TensorBoard scalars into the run directory
 
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
@@ -134,6 +137,8 @@ class _LocalSession:
 
 class _RaySession:
     """Inside a Tune trial: checkpoints are Tune's, copied into a scratch run directory."""
+
+    writes_scalars = False  # Ray Tune's own logger writes every reported metric into the trial directory
 
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir

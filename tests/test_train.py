@@ -239,3 +239,22 @@ def test_nesterov_and_nadam_train_and_differ_from_their_plain_forms(toy_dataset,
         after[name] = model.to_params()["W"]
     assert not np.allclose(after[optimizer], after[plain], atol=1e-7)
     assert np.abs(after[optimizer] - RnnRbm(ModelConfig.of(config), seed=config.seed).to_params()["W"]).max() > 1e-4
+
+
+def test_train_writes_tensorboard_scalars_for_every_epoch(tmp_path, toy_dataset, tiny_config):
+    import tensorflow as tf
+
+    from rbmsearch.train import TENSORBOARD_DIR, TENSORBOARD_SCALARS
+
+    metrics = train(TrainConfig(**{**tiny_config, "epochs": 3}), toy_dataset, tmp_path / "run", evaluate_test=False)
+    events = sorted((tmp_path / "run" / TENSORBOARD_DIR).glob("events.out.tfevents.*"))
+    assert events
+    seen: dict[str, dict[int, float]] = {}
+    for path in events:
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                number = value.simple_value if value.WhichOneof("value") == "simple_value" else float(tf.make_ndarray(value.tensor))
+                seen.setdefault(value.tag, {})[event.step] = number
+    assert set(seen) == set(TENSORBOARD_SCALARS)
+    for name in TENSORBOARD_SCALARS:
+        assert seen[name] == {h["epoch"]: pytest.approx(h[name], rel=1e-5) for h in metrics["history"]}, name  # float32 in the file

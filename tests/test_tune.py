@@ -130,6 +130,10 @@ def test_tiny_search_on_local_ray(ray_address, tmp_path, toy_parquet):
     assert best["test_eval"]["workers"] == "ray" and sum(best["test_eval"]["shards_by_node"].values()) == best["test_eval"]["shards"]
     assert 0 < best["metrics"]["test_nll_ci95"] < 5
     assert len(list((exp / "eval").glob("test-*/shard-*.npz"))) == best["test_eval"]["shards"]
+    # TensorBoard: Ray's logger writes each trial's events; train's own writer stays off in trials,
+    # so checkpoints carry no second copy.
+    assert len(list(exp.glob("trial_*/events.out.tfevents.*"))) == 4
+    assert not list(exp.glob("trial_*/checkpoint_*/tensorboard"))
 
     # The best 3 trials are rendered (smoke: 2 samples of 8 quarters each), best first, and the
     # gallery shows each of them.
