@@ -1,7 +1,8 @@
 """What a finished search or single trial leaves behind, and the summary it prints.
 
     trials.json   every trial: status, parameters, best metrics, error
-    optuna.db     the trials as an Optuna study (`optuna-dashboard sqlite:///.../optuna.db`)
+    optuna.db     the trials as an Optuna study (`optuna-dashboard sqlite:///.../optuna.db`), written
+                  live by rbmsearch.study on local storage (PRUNED, FAIL, real times), else here
     history.png, importance.png   Optuna's optimization history and parameter importances
     best_run/     the best checkpoint, a run directory (`rbmsearch.run`), scored on the test split
     best.json     the best trial: parameters, configuration, validation and test metrics, files
@@ -88,15 +89,17 @@ def optuna_distributions(space: SearchSpace) -> dict:
     return out
 
 
-def write_optuna_study(path: Path, summaries: list[TrialSummary], space: SearchSpace, study_name: str):
-    """Write the trials into a fresh SQLite Optuna study (for optuna-dashboard); returns the study."""
+def write_optuna_study(path: Path | None, summaries: list[TrialSummary], space: SearchSpace, study_name: str):
+    """The trials as an Optuna study, each with its best epoch's value: in a fresh SQLite file
+    (for optuna-dashboard; a search on a URI, whose study could not be written live), or in
+    memory when `path` is None (the plots). Returns the study."""
     import optuna
 
-    if path.exists():
+    if path is not None and path.exists():
         path.unlink()  # the file mirrors the experiment: rebuilt, never appended to
     settings = space.settings
     study = optuna.create_study(
-        storage=f"sqlite:///{path}", study_name=study_name, direction="minimize" if settings.mode == "min" else "maximize"
+        storage=f"sqlite:///{path}" if path is not None else None, study_name=study_name, direction="minimize" if settings.mode == "min" else "maximize"
     )
     distributions = optuna_distributions(space)
     for s in summaries:
@@ -229,7 +232,8 @@ def report_search(experiment_dir: str, summaries: list[TrialSummary], space: Sea
     lines = [f"\n{len(summaries)} trials: {sum(s.status == 'TERMINATED' for s in summaries)} finished, {sum(s.status == 'ERROR' for s in summaries)} errored",  # fmt: skip
              format_table(summaries, settings, names)]
     write_json(out / "trials.json", [s.to_json() for s in summaries])
-    study = write_optuna_study(out / "optuna.db", summaries, space, Path(experiment_dir).name)
+    live = not remote and (out / "optuna.db").is_file()  # written as the search ran (rbmsearch.study): kept as it is
+    study = write_optuna_study(None if live else out / "optuna.db", summaries, space, Path(experiment_dir).name)
     plots = save_plots(study, out)
 
     best = next((s for s in summaries if s.best and s.checkpoint is not None), None)

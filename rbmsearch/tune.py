@@ -45,6 +45,7 @@ DEFAULT_STORAGE = "runs"
 # not mixed, so it reads below `evaluate`'s accuracy (docs/evaluation.md, "Sampled").
 ACC_GIBBS_K = 25
 SEARCH_FILE = "search.json"
+STUDY_FILE = "optuna.db"  # the Optuna study, live during a search on local storage
 
 
 # ---------------------------------------------------------------------------- one trial
@@ -332,13 +333,15 @@ def run_search(
         if resume:
             tuner = ray.tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=False)
         else:
-            searcher = OptunaSearch(
-                space=optuna_distributions(space),
-                metric=settings.metric,
-                mode=settings.mode,
-                sampler=_tpe_sampler(settings.seed),
-                points_to_evaluate=space.first_trials() or None,
-            )
+            options = dict(space=optuna_distributions(space), metric=settings.metric, mode=settings.mode,
+                           sampler=_tpe_sampler(settings.seed), points_to_evaluate=space.first_trials() or None)  # fmt: skip
+            if is_uri(experiment):  # SQLite needs a local file: the study is written when the search ends
+                searcher = OptunaSearch(**options)
+            else:  # written as the search runs, for optuna-dashboard
+                from rbmsearch.study import LiveOptunaSearch, sqlite_storage
+
+                storage_db = sqlite_storage(f"{experiment}/{STUDY_FILE}")
+                searcher = LiveOptunaSearch(**options, storage=storage_db, study_name=name, max_epochs=settings.max_epochs)
             scheduler = ASHAScheduler(
                 time_attr="epoch", metric=settings.metric, mode=settings.mode, max_t=settings.max_epochs,
                 grace_period=settings.grace_period, reduction_factor=settings.reduction_factor,

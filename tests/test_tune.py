@@ -151,7 +151,9 @@ def test_tiny_search_on_local_ray(ray_address, tmp_path, toy_parquet):
     assert "history.png" in page and "learning_curves.png" in page
 
     trials = optuna_trials(exp / "optuna.db")
-    assert len(trials) == 4 and all(state == "COMPLETE" and math.isfinite(value) for state, value in trials)
+    by_epochs = {t["epochs"] for t in json.loads((exp / "trials.json").read_text())}
+    assert len(trials) == 4 and all((state == "COMPLETE" and math.isfinite(value)) or (state == "PRUNED" and value is None) for state, value in trials)
+    assert ("PRUNED" in {state for state, _ in trials}) == (1 in by_epochs)  # ASHA-stopped trials are PRUNED
     for png in ("history.png", "importance.png"):
         assert (exp / png).read_bytes()[:4] == b"\x89PNG"
     table = json.loads((exp / "trials.json").read_text())
@@ -234,6 +236,44 @@ enqueue:
     assert len(results) == 4 and not any(r.error for r in results)
     assert all(r.metrics["epoch"] == 10 for r in results)  # grace 10: no trial stopped early
     assert list(ordered[1].metrics_dataframe["cd_k"]) == [1] * 8 + [2] * 2  # CD-2 for the last quarter
+
+
+@pytest.mark.slow
+def test_optuna_study_is_readable_while_the_search_runs_with_pruned_and_complete_trials(ray_address, tmp_path, toy_parquet):
+    """optuna.db is written as trials end: this process reads it mid-search (the search runs in
+    another). ASHA-stopped trials are PRUNED, full-length ones COMPLETE with their best epoch's
+    value, each with per-epoch values, real start and end times, and its Ray trial id."""
+    import optuna
+
+    args = ["--data", str(toy_parquet), "--space", str(SMOKE), "--storage", str(tmp_path), "--name", "live",
+            "--num-samples", "8", "--max-epochs", "4", "--address", ray_address]  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "rbmsearch.tune", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **RAY_ENV})  # fmt: skip
+    db = tmp_path / "live" / "optuna.db"
+    seen_mid_search, deadline = [], time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline:
+        if db.is_file():
+            with contextlib.suppress(Exception):  # the file may not hold the study's tables yet
+                study = optuna.load_study(study_name="live", storage=f"sqlite:///{db}")
+                ended = [t for t in study.trials if t.state.is_finished()]
+                if ended and proc.poll() is None:
+                    seen_mid_search = ended
+                    break
+        time.sleep(0.5)
+    log = proc.communicate(timeout=300)[0]
+    assert proc.returncode == 0, log
+    assert seen_mid_search, "no finished trial could be read from optuna.db while the search ran"
+    trials = optuna.load_study(study_name="live", storage=f"sqlite:///{db}").trials
+    states = [t.state.name for t in trials]
+    assert len(trials) == 8 and "PRUNED" in states and "COMPLETE" in states and set(states) <= {"PRUNED", "COMPLETE"}, states
+    table = {t["trial_id"]: t for t in json.loads((tmp_path / "live" / "trials.json").read_text())}
+    for t in trials:
+        row = table[t.user_attrs["ray_trial_id"]]
+        assert t.user_attrs["epochs"] == row["epochs"] and (t.state.name == "COMPLETE") == (row["epochs"] == 4)
+        assert sorted(t.intermediate_values) == list(range(1, row["epochs"] + 1))  # one value per epoch
+        assert t.datetime_complete > t.datetime_start
+        if t.state.name == "COMPLETE":  # the best epoch's value, as the table has it
+            assert t.value == pytest.approx(min(t.intermediate_values.values())) == pytest.approx(row["best"]["valid_monitor"])
+    assert "curves:    tensorboard --logdir" in log
 
 
 def done_trials(experiment: Path) -> dict[str, str]:
