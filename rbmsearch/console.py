@@ -8,17 +8,67 @@ anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 
 from rbmsearch.errors import RbmsearchError
 
-__all__ = ["DEBUG_FLAG", "cli"]
+__all__ = ["DEBUG_FLAG", "TF_STARTUP_NOISE", "cli", "import_tensorflow"]
 
 DEBUG_FLAG = "--debug"  # any command: show the traceback of a domain error instead of one line
+
+# TensorFlow's C++ start-up lines. They are written to the process's stderr before its logging
+# is set up, so TF_CPP_MIN_LOG_LEVEL does not hide them: one set per process, workers included.
+# Whether a GPU was found is reported by rbmsearch.model.configure_devices instead.
+TF_STARTUP_NOISE = (
+    "All log messages before absl::InitializeLog() is called",
+    "oneDNN custom operations are on",
+    "Could not find cuda drivers",
+    "This TensorFlow binary is optimized to use available CPU instructions",
+    "To enable the following instructions",
+    "failed call to cuInit",
+    "Unable to register cuDNN factory",
+    "Unable to register cuFFT factory",
+    "Unable to register cuBLAS factory",
+    "TF-TRT Warning",
+)
+
+
+@contextlib.contextmanager
+def _native_stderr_without(noise: tuple[str, ...]):
+    """Send file descriptor 2 to a temporary file meanwhile; then pass on every line but `noise`."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            captured.seek(0)
+            kept = [line for line in captured.read().decode(errors="replace").splitlines(keepends=True) if not any(n in line for n in noise)]
+            sys.stderr.write("".join(kept))
+            sys.stderr.flush()
+
+
+def import_tensorflow():
+    """Import TensorFlow and let it probe its devices, without its start-up lines
+    (TF_STARTUP_NOISE); anything else it writes meanwhile still reaches stderr. Returns the module."""
+    if "tensorflow" in sys.modules:
+        return sys.modules["tensorflow"]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the later C++ INFO and WARNING lines
+    with _native_stderr_without(TF_STARTUP_NOISE):
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # CUDA's probe happens here, inside the filter
+    return tf
 
 
 class _Formatter(logging.Formatter):
@@ -37,8 +87,6 @@ def cli(main: Callable[[list[str] | None], None]) -> Callable[[list[str] | None]
         argv = sys.argv[1:] if argv is None else list(argv)
         debug = DEBUG_FLAG in argv or os.environ.get("RBMSEARCH_DEBUG") == "1"
         argv = [a for a in argv if a != DEBUG_FLAG]
-        # TensorFlow's C++ start-up banners (oneDNN, CUDA probing) are noise on a terminal.
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
         logger = logging.getLogger("rbmsearch")
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(_Formatter())

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rbmsearch.console import cli
+from rbmsearch.console import cli, import_tensorflow
 from rbmsearch.scoring import SHARD_ARRAYS, SHARD_FRAMES, EvalSettings, Shard, ShardStore, run_shards, settings_plan
 from rbmsearch.workers import Resources, ray_running
 
@@ -240,6 +240,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--cpus-per-shard", type=float, default=1, help="with --address: CPUs each shard's task asks for (default 1)")
     parser.add_argument("--gpus-per-shard", type=float, help="with --address: GPUs each shard's task asks for (default: 1 when the cluster has GPUs)")
     args = parser.parse_args(argv)
+    import_tensorflow()  # here, without its start-up lines, before any stage loads it
 
     from rbmsearch.data import DatasetError, read_dataset
     from rbmsearch.run import load_run

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rbmsearch.console import cli
+from rbmsearch.console import cli, import_tensorflow
 from rbmsearch.errors import DatasetError, RenderError
 from rbmsearch.files import atomic_write, make_dir, write_json
 from rbmsearch.midi import MIN_MIDI_PITCH, NUM_PITCHES, write_midi
@@ -283,6 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", help="the dataset for the reference piece (default: the run's own)")
     parser.add_argument("--synth", choices=("auto", "fluidsynth", "builtin"), default="auto")
     args = parser.parse_args(argv)
+    import_tensorflow()  # here, without its start-up lines, before any stage loads it
     result = render_run(args.run_dir, args.out, args.num, args.steps, args.seed, args.primer, args.data, args.synth)
     stats = result["stats"]
     print(f"wrote {len(result['samples'])} samples (MIDI, WAV with {result['synth']}, PNG) to {args.out} in {result['seconds']} s")

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from rbmsearch.arrays import pad_batch
 from rbmsearch.config import MONITORS, TrainConfig
-from rbmsearch.console import cli
+from rbmsearch.console import cli, import_tensorflow
 from rbmsearch.data import Dataset, read_dataset
 from rbmsearch.errors import DatasetError, DivergenceError
 from rbmsearch.files import make_dir
@@ -369,6 +369,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="override TrainConfig fields: --set cd_k=25 learning_rate=0.003")
     parser.add_argument("--no-test", action="store_true", help="skip the final test-split evaluation")
     args = parser.parse_args(argv)
+    import_tensorflow()  # here, without its start-up lines, before any stage loads it
     overrides = args.set + ([f"epochs={args.epochs}"] if args.epochs is not None else [])
     config = TrainConfig().with_overrides(overrides)
     dataset = read_dataset(args.data)

@@ -1,7 +1,7 @@
 """Search RNN-RBM hyperparameters with Ray Tune and Optuna; the search stage.
 
     python -m rbmsearch.tune [--data D] [--space NAME_OR_FILE] [--num-samples N] [--max-epochs E] [--max-concurrent M] [--time-budget MINUTES]
-                             [--cpus-per-trial C] [--gpus-per-trial G] [--storage P] [--name X] [--resume] [--address A] [--single-trial]
+                             [--cpus-per-trial C] [--gpus-per-trial G] [--storage P] [--name X] [--resume] [--address A] [--single-trial] [--verbose]
 
 Reads a dataset (`--data`: Parquet or any source `rbmsearch.data` imports; default: the built-in
 Bach chorales) and a search space (`rbmsearch.space`; default: the shipped `default`). Writes the
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rbmsearch.config import TrainConfig
-from rbmsearch.console import cli
+from rbmsearch.console import cli, import_tensorflow
 from rbmsearch.data import Dataset, open_data
 from rbmsearch.errors import DivergenceError, SearchError, SearchSpaceError
 from rbmsearch.report import TrialSummary, optuna_distributions, report_search, report_single
@@ -291,9 +291,11 @@ def run_search(
     address: str | None = None,
     progress: bool = True,
     finish_search: bool = True,
+    verbose: bool = False,
 ):
     """Run (or with `resume`, continue) a search; returns (experiment path, ray.tune.ResultGrid).
 
+    verbose: Ray Tune's own tables; otherwise a line per ended trial and a status line a minute.
     Raises SearchError when the experiment cannot start, or was interrupted (rerun with resume).
     """
     import ray
@@ -302,9 +304,16 @@ def run_search(
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
+    from rbmsearch.progress import CompactProgress
+
     # Every trial checkpoints every epoch, so Tune snapshots the experiment often by design;
     # its warning about that would repeat every few seconds for the whole search.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    if not verbose:  # the compact lines of rbmsearch.progress instead of Tune's tables and boxes
+        import optuna
+
+        os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the output engine that honours verbose=0
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     storage = storage_root(storage)
     if resume:
@@ -360,6 +369,8 @@ def run_search(
                 run_config=ray.tune.RunConfig(
                     name=name,
                     storage_path=storage,
+                    verbose=2 if verbose else 0,
+                    callbacks=[] if verbose else [CompactProgress(settings.metric, settings.mode, settings.max_epochs, [p.name for p in space.params])],
                     checkpoint_config=ray.tune.CheckpointConfig(
                         num_to_keep=settings.keep_checkpoints,
                         checkpoint_score_attribute=settings.metric,
@@ -520,7 +531,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--resume", action="store_true", help="continue an interrupted experiment, with its own settings")
     parser.add_argument("--address", help="join a running Ray cluster (default: $RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--single-trial", action="store_true", help="run one configuration in-process without Ray, for debugging")
+    parser.add_argument("--verbose", action="store_true", help="Ray Tune's full tables instead of a line per ended trial and a status line a minute")
     args = parser.parse_args(argv)
+    import_tensorflow()  # here, without its start-up lines, before any stage loads it
 
     minutes = args.time_budget
     if minutes is not None and not 0 < minutes < math.inf:
@@ -538,7 +551,7 @@ def main(argv: list[str] | None = None) -> None:
         given = [flag for flag, (_, value) in by_flag.items() if value is not None] + [f for f, v in (("--space", args.space != DEFAULT_SPACE), ("--data", args.data), ("--single-trial", args.single_trial)) if v]  # fmt: skip
         if given:
             raise SearchError(f"--resume continues the experiment as it was started (its search.json); drop {', '.join(given)}.")
-        run_search(None, None, args.storage, args.name, resume=True, address=args.address)
+        run_search(None, None, args.storage, args.name, resume=True, address=args.address, verbose=args.verbose)
         return
     space = load_space(args.space)
     if overrides:
@@ -553,7 +566,7 @@ def main(argv: list[str] | None = None) -> None:
         name = args.name or f"single-{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
         single_trial(space, args.data, Path(storage) / name, cpus=args.cpus_per_trial)
         return
-    run_search(space, args.data, args.storage, args.name, address=args.address)
+    run_search(space, args.data, args.storage, args.name, address=args.address, verbose=args.verbose)
 
 if __name__ == "__main__":
     main()

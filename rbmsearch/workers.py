@@ -17,6 +17,8 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rbmsearch.console import import_tensorflow
+
 __all__ = ["Resources", "cluster_gpus", "configure_process", "ray_running", "ray_session"]
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,7 @@ def ray_session(address: str | None = None, **init_options):
     import ray
 
     started = not ray.is_initialized()
+    init_options.setdefault("logging_level", logging.WARNING)  # not Ray's "Connecting to..." INFO lines
     if started:
         address = address or os.environ.get("RAY_ADDRESS")
         if address and address != "local":
@@ -123,8 +126,10 @@ def configure_process(cpus: float, gpus: float) -> None:
     if gpus == 0:
         # TF reads this when it initialises CUDA: a CPU task on a GPU node must not claim a GPU.
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # one banner per worker process is noise
-    import tensorflow as tf
+    tf = import_tensorflow()  # without its start-up lines: one set per worker process is noise
+    # Every trial and shard traces its own model's functions once: TF's retracing warning,
+    # which counts traces across models, says nothing here.
+    logging.getLogger("tensorflow").addFilter(lambda record: "triggered tf.function retracing" not in record.getMessage())
 
     threads = max(1, int(cpus))
     try:

@@ -28,6 +28,8 @@ from rbmsearch.space import load_space, shipped_spaces
 
 SMOKE = shipped_spaces()["smoke"]
 RAY_ENV = {"RAY_AUTH_MODE": "disabled"}  # a throwaway test cluster needs no token
+# The most lines an 8-trial search may print: a line per trial, status lines, the final table and summary.
+CONSOLE_LINES_BOUND = 45
 
 
 @pytest.fixture(scope="module")
@@ -274,6 +276,16 @@ def test_optuna_study_is_readable_while_the_search_runs_with_pruned_and_complete
         if t.state.name == "COMPLETE":  # the best epoch's value, as the table has it
             assert t.value == pytest.approx(min(t.intermediate_values.values())) == pytest.approx(row["best"]["valid_monitor"])
     assert "curves:    tensorboard --logdir" in log
+    # The console: no TensorFlow start-up lines from the driver or the 8 trials' workers, one
+    # line per ended trial, and the whole search in few lines (Ray's tables are for --verbose).
+    from rbmsearch.console import TF_STARTUP_NOISE
+
+    lines = log.splitlines()
+    (tmp_path / "console.txt").write_text(log)
+    assert not [line for line in lines if any(n in line for n in TF_STARTUP_NOISE)], log
+    ended = [line for line in lines if " after " in line and "epochs: best valid_monitor" in line]
+    assert len(ended) == 8, log
+    assert len(lines) <= CONSOLE_LINES_BOUND, f"{len(lines)} lines:\n{log}"
 
 
 def done_trials(experiment: Path) -> dict[str, str]:

@@ -1,0 +1,83 @@
+"""What a search prints while it runs: one line per finished trial and a periodic status line.
+
+`CompactProgress` is a Ray Tune callback for the driver; with it, Tune's own tables are off
+(`python -m rbmsearch.tune --verbose` brings them back). Importing this module loads Ray.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from ray.tune import Callback
+
+__all__ = ["CompactProgress"]
+
+
+def _short(params: dict, names: list[str]) -> str:
+    """The searched values, rounded: n_hidden=216 learning_rate=0.0102 optimizer=adam."""
+    parts = []
+    for name in names:
+        if name in params:
+            value = params[name]
+            parts.append(f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}")
+    return " ".join(parts)
+
+
+class CompactProgress(Callback):
+    """Prints through `emit` (default: print to stdout): a line per trial that ends, and every
+    `every_s` seconds a status line (trials running, done, errored; the best so far)."""
+
+    def __init__(self, metric: str, mode: str, max_epochs: int, param_names: list[str], every_s: float = 60.0, emit=None):
+        self.metric, self.mode, self.max_epochs, self.names = metric, mode, max_epochs, list(param_names)
+        self.every_s, self._emit = every_s, emit  # not print itself: the callback is pickled with the experiment
+        self.start = self.last = time.monotonic()
+        self.best: dict[str, tuple[float, int]] = {}  # trial id -> (best metric, its epoch)
+        self.done = self.errored = 0
+
+    def emit(self, line: str) -> None:
+        if self._emit is None:
+            print(line, flush=True)
+        else:
+            self._emit(line)
+
+    def setup(self, **info):
+        self.start = self.last = time.monotonic()  # also after --resume, in a new driver
+
+    def _better(self, a: float, b: float) -> bool:
+        return a < b if self.mode == "min" else a > b
+
+    def _elapsed(self) -> str:
+        seconds = int(time.monotonic() - self.start)
+        return f"{seconds // 60:d}:{seconds % 60:02d}"
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        value = result.get(self.metric)
+        if isinstance(value, int | float) and math.isfinite(value):
+            old = self.best.get(trial.trial_id)
+            if old is None or self._better(value, old[0]):
+                self.best[trial.trial_id] = (float(value), int(result.get("epoch", 0)))
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.done += 1
+        epochs = int((trial.last_result or {}).get("epoch", 0))
+        how = "finished" if epochs >= self.max_epochs else "stopped early"
+        best = self.best.get(trial.trial_id)
+        score = f"best {self.metric} {best[0]:.4f} at epoch {best[1]}" if best else f"no {self.metric}"
+        self.emit(f"[{self._elapsed()}] trial {trial.trial_id} {how} after {epochs} epochs: {score}; {_short(trial.config, self.names)}")
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.errored += 1
+        error = str(getattr(trial, "error_msg", "") or "").strip().splitlines()
+        self.emit(f"[{self._elapsed()}] trial {trial.trial_id} failed: {error[-1][:160] if error else 'see its error.txt'}; {_short(trial.config, self.names)}")
+
+    def on_step_end(self, iteration, trials, **info):
+        if time.monotonic() - self.last < self.every_s:
+            return
+        self.last = time.monotonic()
+        running = sum(t.status == "RUNNING" for t in trials)
+        line = f"[{self._elapsed()}] {running} running, {self.done} ended, {self.errored} failed"
+        if self.best:
+            trial_id, (value, epoch) = (min if self.mode == "min" else max)(self.best.items(), key=lambda item: item[1][0])
+            line += f"; best {self.metric} so far {value:.4f} (trial {trial_id}, epoch {epoch})"
+        self.emit(line)
