@@ -28,8 +28,8 @@ from rbmsearch.space import load_space, shipped_spaces
 
 SMOKE = shipped_spaces()["smoke"]
 RAY_ENV = {"RAY_AUTH_MODE": "disabled"}  # a throwaway test cluster needs no token
-# The most lines an 8-trial search may print: a line per trial, status lines, the final table and summary.
-CONSOLE_LINES_BOUND = 45
+# The most lines a 6-trial search may print: a line per trial, status lines, the final table and summary.
+CONSOLE_LINES_BOUND = 40
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +154,8 @@ def test_tiny_search_on_local_ray(ray_address, tmp_path, toy_parquet):
 
     trials = optuna_trials(exp / "optuna.db")
     by_epochs = {t["epochs"] for t in json.loads((exp / "trials.json").read_text())}
-    assert len(trials) == 4 and all((state == "COMPLETE" and math.isfinite(value)) or (state == "PRUNED" and value is None) for state, value in trials)
+    # Optuna stores a PRUNED trial's last per-epoch value as its value.
+    assert len(trials) == 4 and all(state in ("COMPLETE", "PRUNED") and math.isfinite(value) for state, value in trials)
     assert ("PRUNED" in {state for state, _ in trials}) == (1 in by_epochs)  # ASHA-stopped trials are PRUNED
     for png in ("history.png", "importance.png"):
         assert (exp / png).read_bytes()[:4] == b"\x89PNG"
@@ -205,14 +206,15 @@ params:
 @pytest.mark.slow
 def test_enqueued_trials_run_first_and_auto_epochs_are_sized_from_the_data(ray_address, tmp_path, toy_parquet, toy_dataset, monkeypatch):
     """The center, then the enqueued trials, in order, before Optuna samples; `max_epochs: auto`
-    is sized from the training frames (here a frame target of 10 toy epochs), and search.json
+    is sized from the training frames (here a frame target of 4 toy epochs), and search.json
     keeps the number that --resume reuses. The new options train in real trials."""
     from rbmsearch.tune import run_search
 
     frames = sum(len(r) for r in toy_dataset.rolls("train"))
-    monkeypatch.setattr("rbmsearch.space.AUTO_TRAIN_FRAMES", 10 * frames)  # the driver sizes the space
+    monkeypatch.setattr("rbmsearch.space.AUTO_TRAIN_FRAMES", 4 * frames)  # the driver sizes the space
+    monkeypatch.setattr("rbmsearch.space.AUTO_EPOCHS", (1, 400))
     text = """
-search: {num_samples: 4, max_epochs: auto, grace_period: 10, max_concurrent: 1, acc_frames: 0, samples: 1,
+search: {num_samples: 4, max_epochs: auto, grace_period: 4, max_concurrent: 1, acc_frames: 0, samples: 1,
          sample_quarters: 4, first_trial_at_defaults: true, seed: 5}
 fixed: {pretrain_epochs: 0, n_hidden: 8, n_recurrent: 4, cd_k: 1, window: 16, batch_size: 4, monitor_frames: 20,
         monitor_ais_betas: 10, eval_ais_runs: 2, eval_ais_betas: 10, eval_acc_samples: 1}
@@ -228,7 +230,7 @@ enqueue:
     space = load_space(write_space(tmp_path / "enqueue.yaml", text))
     experiment, results = run_search(space, str(toy_parquet), str(tmp_path), name="enq", progress=False)
     saved = json.loads((Path(experiment) / "search.json").read_text())
-    assert (saved["space"]["search"]["max_epochs"], saved["space"]["search"]["grace_period"]) == (10, 10)
+    assert (saved["space"]["search"]["max_epochs"], saved["space"]["search"]["grace_period"]) == (4, 4)
     assert saved["space"]["enqueue"] == [dict(e) for e in space.enqueue]
     ordered = sorted(results, key=lambda r: r.metrics_dataframe["timestamp"].min())
     center = {"learning_rate": 0.01, "optimizer": "adam", "rnn_pretrain_epochs": 0, "cd_k_late": 0}
@@ -236,8 +238,8 @@ enqueue:
         center, {**center, "optimizer": "nesterov", "learning_rate": 0.05, "cd_k_late": 2}, {**center, "optimizer": "nadam", "rnn_pretrain_epochs": 1}
     ]
     assert len(results) == 4 and not any(r.error for r in results)
-    assert all(r.metrics["epoch"] == 10 for r in results)  # grace 10: no trial stopped early
-    assert list(ordered[1].metrics_dataframe["cd_k"]) == [1] * 8 + [2] * 2  # CD-2 for the last quarter
+    assert all(r.metrics["epoch"] == 4 for r in results)  # grace 4: no trial stopped early
+    assert list(ordered[1].metrics_dataframe["cd_k"]) == [1, 1, 1, 2]  # CD-2 for the last quarter
 
 
 @pytest.mark.slow
@@ -248,7 +250,7 @@ def test_optuna_study_is_readable_while_the_search_runs_with_pruned_and_complete
     import optuna
 
     args = ["--data", str(toy_parquet), "--space", str(SMOKE), "--storage", str(tmp_path), "--name", "live",
-            "--num-samples", "8", "--max-epochs", "4", "--address", ray_address]  # fmt: skip
+            "--num-samples", "6", "--max-epochs", "3", "--address", ray_address]  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "rbmsearch.tune", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **RAY_ENV})  # fmt: skip
     db = tmp_path / "live" / "optuna.db"
     seen_mid_search, deadline = [], time.monotonic() + 240
@@ -266,17 +268,17 @@ def test_optuna_study_is_readable_while_the_search_runs_with_pruned_and_complete
     assert seen_mid_search, "no finished trial could be read from optuna.db while the search ran"
     trials = optuna.load_study(study_name="live", storage=f"sqlite:///{db}").trials
     states = [t.state.name for t in trials]
-    assert len(trials) == 8 and "PRUNED" in states and "COMPLETE" in states and set(states) <= {"PRUNED", "COMPLETE"}, states
+    assert len(trials) == 6 and "PRUNED" in states and "COMPLETE" in states and set(states) <= {"PRUNED", "COMPLETE"}, states
     table = {t["trial_id"]: t for t in json.loads((tmp_path / "live" / "trials.json").read_text())}
     for t in trials:
         row = table[t.user_attrs["ray_trial_id"]]
-        assert t.user_attrs["epochs"] == row["epochs"] and (t.state.name == "COMPLETE") == (row["epochs"] == 4)
+        assert t.user_attrs["epochs"] == row["epochs"] and (t.state.name == "COMPLETE") == (row["epochs"] == 3)
         assert sorted(t.intermediate_values) == list(range(1, row["epochs"] + 1))  # one value per epoch
         assert t.datetime_complete > t.datetime_start
         if t.state.name == "COMPLETE":  # the best epoch's value, as the table has it
             assert t.value == pytest.approx(min(t.intermediate_values.values())) == pytest.approx(row["best"]["valid_monitor"])
     assert "curves:    tensorboard --logdir" in log
-    # The console: no TensorFlow start-up lines from the driver or the 8 trials' workers, one
+    # The console: no TensorFlow start-up lines from the driver or the 6 trials' workers, one
     # line per ended trial, and the whole search in few lines (Ray's tables are for --verbose).
     from rbmsearch.console import TF_STARTUP_NOISE
 
@@ -284,7 +286,7 @@ def test_optuna_study_is_readable_while_the_search_runs_with_pruned_and_complete
     (tmp_path / "console.txt").write_text(log)
     assert not [line for line in lines if any(n in line for n in TF_STARTUP_NOISE)], log
     ended = [line for line in lines if " after " in line and "epochs: best valid_monitor" in line]
-    assert len(ended) == 8, log
+    assert len(ended) == 6, log
     assert len(lines) <= CONSOLE_LINES_BOUND, f"{len(lines)} lines:\n{log}"
 
 
