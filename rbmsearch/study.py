@@ -53,7 +53,7 @@ class LiveOptunaSearch(OptunaSearch):
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
-        if result:
+        if result:  # Tune hands a trial's last result to on_trial_complete, not to on_trial_result
             self.on_trial_result(trial_id, result)
         trial = self._ot_trials[trial_id]
         epochs, best = self._epochs.get(trial_id, 0), self._best.get(trial_id)

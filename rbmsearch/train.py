@@ -316,7 +316,9 @@ def train(
         rng = np.random.default_rng([config.seed, 2, epoch])  # per epoch: resuming replays it
         costs, frames = [], 0
         k = chain_length(config, epoch)
-        train_step = train_steps.get(k) or train_steps.setdefault(k, make_train_step(model, optimizer, config, k))
+        if k not in train_steps:
+            train_steps[k] = make_train_step(model, optimizer, config, k)
+        train_step = train_steps[k]
         for i, (v, mask) in enumerate(minibatches(train_rolls, config, rng)):
             costs.append(float(train_step(v, mask, tf.constant([config.seed, epoch * 100_003 + i], tf.int64))))
             _check_finite(epoch + 1, f"the CD cost of minibatch {i}", costs[-1], config)
