@@ -11,7 +11,7 @@ import time
 
 from ray.tune import Callback
 
-__all__ = ["CompactProgress"]
+__all__ = ["CompactProgress", "budget_bar"]
 
 
 def _short(params: dict, names: list[str]) -> str:
@@ -24,12 +24,21 @@ def _short(params: dict, names: list[str]) -> str:
     return " ".join(parts)
 
 
+def budget_bar(elapsed_s: float, budget_s: float, width: int = 20) -> str:
+    """'[######--------------] 30% of 60 min, 42 min left': how far a time budget has gone."""
+    done = min(1.0, max(0.0, elapsed_s / budget_s))
+    filled = int(round(done * width))
+    return f"[{'#' * filled}{'-' * (width - filled)}] {done:.0%} of {budget_s / 60:.0f} min, {max(0.0, budget_s - elapsed_s) / 60:.0f} min left"
+
+
 class CompactProgress(Callback):
     """Prints through `emit` (default: print to stdout): a line per trial that ends, and every
-    `every_s` seconds a status line (trials running, done, errored; the best so far)."""
+    `every_s` seconds a status line (trials running, done, errored; the best so far; with a
+    time budget, a bar of how much of it is used and how long is left)."""
 
-    def __init__(self, metric: str, mode: str, max_epochs: int, param_names: list[str], every_s: float = 60.0, emit=None):
+    def __init__(self, metric: str, mode: str, max_epochs: int, param_names: list[str], every_s: float = 60.0, emit=None, budget_s: float | None = None):
         self.metric, self.mode, self.max_epochs, self.names = metric, mode, max_epochs, list(param_names)
+        self.budget_s = budget_s
         self.every_s, self._emit = every_s, emit  # not print itself: the callback is pickled with the experiment
         self.start = self.last = time.monotonic()
         self.best: dict[str, tuple[float, int]] = {}  # trial id -> (best metric, its epoch)
@@ -80,4 +89,6 @@ class CompactProgress(Callback):
         if self.best:
             trial_id, (value, epoch) = (min if self.mode == "min" else max)(self.best.items(), key=lambda item: item[1][0])
             line += f"; best {self.metric} so far {value:.4f} (trial {trial_id}, epoch {epoch})"
+        if self.budget_s:
+            line += f"; {budget_bar(time.monotonic() - self.start, self.budget_s)}"
         self.emit(line)

@@ -151,7 +151,8 @@ def save_plots(study, out_dir: Path) -> dict[str, str]:
 
 def render_trials(out: Path, ranked: list[tuple[str, Path]], settings: SearchSettings, data: str, seed: int) -> dict[str, list[str]]:
     """Samples of each (trial id, run directory) into out/samples/trial_<id>/ (out/samples/ for
-    the single trial); returns trial id -> paths of its MIDI files relative to `out`.
+    the single trial), with the training pieces and continuations beside the first (the best)
+    only; returns trial id -> paths of its MIDI files relative to `out`.
 
     A trial whose rendering fails is reported and skipped: samples never cost a search its results.
     """
@@ -159,13 +160,14 @@ def render_trials(out: Path, ranked: list[tuple[str, Path]], settings: SearchSet
     from rbmsearch.run import read_config
 
     done = {}
-    for trial_id, run_dir in ranked:
+    for rank, (trial_id, run_dir) in enumerate(ranked):
         if settings.samples == 0:
             break
         try:
             steps = settings.sample_quarters * int(read_config(run_dir)[1]["steps_per_quarter"])
             folder = Path("samples") if trial_id == "single" else Path("samples") / f"trial_{trial_id}"
-            result = render_run(run_dir, out / folder, settings.samples, steps, seed=seed, data=data)
+            comparisons = (settings.references, settings.continuations) if rank == 0 else (0, 0)  # once, beside the best
+            result = render_run(run_dir, out / folder, settings.samples, steps, seed=seed, data=data, soundfont=settings.soundfont, program=settings.program, references=comparisons[0], continuations=comparisons[1], progress=True)  # fmt: skip
         except (RenderError, RunError, OSError, ValueError) as e:
             log.warning("samples of trial %s skipped: %s", trial_id, e)
             continue

@@ -157,6 +157,10 @@ class SearchSettings:
     samples: int = 4  # samples (MIDI, WAV, PNG) of each rendered trial's best checkpoint
     render_top: int = 3  # trials whose samples are rendered for the gallery, best first
     sample_quarters: int = 32  # length of each sample, in quarter notes
+    references: int = 3  # training pieces rendered beside the best trial's samples, to compare
+    continuations: int = 2  # test pieces whose first quarter the best trial's model continues
+    soundfont: str | None = None  # a .sf2 file for FluidSynth; null: an installed General MIDI one
+    program: int | None = None  # General MIDI program; null: organ (19) for chorales, else piano (0)
 
 
 _SETTING_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
@@ -184,6 +188,10 @@ _SETTING_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "samples": (lambda v: _is_int(v) and v >= 0, "a non-negative int"),
     "render_top": (lambda v: _is_int(v) and v >= 1, "a positive int"),
     "sample_quarters": (lambda v: _is_int(v) and v >= 1, "a positive int"),
+    "references": (lambda v: _is_int(v) and v >= 0, "a non-negative int"),
+    "continuations": (lambda v: _is_int(v) and v >= 0, "a non-negative int"),
+    "soundfont": (lambda v: v is None or (isinstance(v, str) and v.strip() != ""), "the path of a .sf2 file, or null"),
+    "program": (lambda v: v is None or (_is_int(v) and 0 <= v <= 127), "a General MIDI program in 0..127, or null"),
 }
 assert set(_SETTING_CHECKS) == {f.name for f in dataclasses.fields(SearchSettings)}
 

@@ -29,7 +29,7 @@ from pathlib import Path
 from rbmsearch.config import TrainConfig
 from rbmsearch.console import cli, import_tensorflow
 from rbmsearch.data import Dataset, open_data
-from rbmsearch.errors import DivergenceError, SearchError, SearchSpaceError
+from rbmsearch.errors import DivergenceError, RenderError, SearchError, SearchSpaceError
 from rbmsearch.report import TrialSummary, optuna_distributions, report_search, report_single
 from rbmsearch.space import DEFAULT_SPACE, SearchSettings, SearchSpace, load_space
 from rbmsearch.storage import is_uri, read_text, storage_root, store_text
@@ -282,6 +282,19 @@ def check_shared_storage(storage: str, settings: SearchSettings) -> None:
         )
 
 
+def check_soundfont(settings: SearchSettings) -> None:
+    """Refuse a space whose `soundfont` cannot be used, before any trial runs."""
+    if settings.soundfont is not None and settings.samples:
+        from rbmsearch.render import find_fluidsynth
+
+        try:
+            usable = find_fluidsynth(settings.soundfont)
+        except RenderError as e:
+            raise SearchError(f"search.soundfont: {e}") from e
+        if usable is None:
+            raise SearchError(f"search.soundfont is {settings.soundfont}, but the fluidsynth program is not installed: apt-get install fluidsynth, or set soundfont to null.")
+
+
 def run_search(
     space: SearchSpace | None,
     data: str | None,
@@ -330,6 +343,7 @@ def run_search(
     dataset, data_path = open_data(data, progress)
     space = space.for_data(_train_frames(dataset))  # `auto` epochs; a resumed space is already sized
     settings = space.settings
+    check_soundfont(settings)  # now, not when the samples are rendered at the end
     with ray_session(address):
         check_shared_storage(storage, settings)  # before anything is written there
         if not resume:
@@ -370,7 +384,7 @@ def run_search(
                     name=name,
                     storage_path=storage,
                     verbose=2 if verbose else 0,
-                    callbacks=[] if verbose else [CompactProgress(settings.metric, settings.mode, settings.max_epochs, [p.name for p in space.params])],
+                    callbacks=[] if verbose else [CompactProgress(settings.metric, settings.mode, settings.max_epochs, [p.name for p in space.params], budget_s=settings.time_budget_s)],
                     checkpoint_config=ray.tune.CheckpointConfig(
                         num_to_keep=settings.keep_checkpoints,
                         checkpoint_score_attribute=settings.metric,
@@ -503,6 +517,7 @@ def single_trial(space: SearchSpace, data: str | None, out_dir: str | os.PathLik
     out_dir = Path(out_dir)
     dataset, data_path = open_data(data)
     space = space.for_data(_train_frames(dataset)).with_settings(cpus_per_trial=cpus or float(os.cpu_count() or 1))
+    check_soundfont(space.settings)
     params = space.center()
     log.info("single trial: %s", json.dumps(params))
     run_dir = out_dir / "run"

@@ -85,6 +85,9 @@ BAD_SPACES = [
     ("params: {cd_k: {type: int, low: 1, high: 5}}\nenqueue: [{cd_k: 9}]", "enqueue[0].cd_k", "a value in [1, 5]"),
     ("params: {cd_k: {type: int, low: 1, high: 5}}\nenqueue: [{cd_k: 2.5}]", "enqueue[0].cd_k", "an int must be specified"),
     ("params: {optimizer: {type: categorical, choices: [adam, sgd]}}\nenqueue: [{optimizer: nadam}]", "enqueue[0].optimizer", "one of the choices ['adam', 'sgd']"),
+    ("search: {program: 128}\nparams: {cd_k: {type: int, low: 1, high: 2}}", "search.program", "a General MIDI program in 0..127, or null"),
+    ("search: {soundfont: 3}\nparams: {cd_k: {type: int, low: 1, high: 2}}", "search.soundfont", "the path of a .sf2 file, or null"),
+    ("search: {continuations: -1}\nparams: {cd_k: {type: int, low: 1, high: 2}}", "search.continuations", "a non-negative int"),
 ]
 
 

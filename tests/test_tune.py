@@ -62,8 +62,12 @@ def write_space(path: Path, text: str) -> Path:
 # ---------------------------------------------------------------------------- the CLI
 
 
-def test_cli_errors(tmp_path):
+def test_cli_errors(tmp_path, toy_parquet):
     """Bad spaces and flags end the command with `error: ...` before Ray starts."""
+    font = write_space(tmp_path / "font.yaml", SMOKE.read_text().replace("  samples: 2\n", f"  samples: 2\n  soundfont: {tmp_path / 'gone.sf2'}\n"))
+    out = run_cli("--space", str(font), "--data", str(toy_parquet), "--storage", str(tmp_path))
+    assert out.returncode == 1 and f"error: search.soundfont: soundfont {tmp_path / 'gone.sf2'}: cannot be read" in out.stderr
+    assert not list(tmp_path.glob("smoke-*"))  # refused before the experiment was started
     bad = write_space(tmp_path / "bad.yaml", "params: {cd_k: {type: int, low: 3, high: 1}}")
     out = run_cli("--space", str(bad), "--storage", str(tmp_path))
     assert out.returncode == 1 and f"error: {bad}: params.cd_k.low: a value below high" in out.stderr
@@ -73,6 +77,14 @@ def test_cli_errors(tmp_path):
     assert out.returncode == 1 and "drop --max-epochs, --time-budget." in out.stderr
     out = run_cli("--time-budget", "-1", "--space", str(SMOKE), "--storage", str(tmp_path))
     assert out.returncode == 2 and "--time-budget is a positive number of minutes, but got -1" in out.stderr
+
+
+def test_budget_bar_shows_the_time_used_and_left():
+    from rbmsearch.progress import budget_bar
+
+    assert budget_bar(18 * 60, 60 * 60) == "[######--------------] 30% of 60 min, 42 min left"
+    assert budget_bar(0, 600) == "[--------------------] 0% of 10 min, 10 min left"
+    assert budget_bar(700, 600) == "[####################] 100% of 10 min, 0 min left"  # the last trials run past it
 
 
 # ---------------------------------------------------------------------------- single trial
@@ -149,7 +161,10 @@ def test_tiny_search_on_local_ray(ray_address, tmp_path, toy_parquet):
     page = (exp / "index.html").read_text()
     for folder in rendered:
         assert all(f"samples/{folder}/sample_{i}.wav" in page for i in range(2))
-        assert (exp / "samples" / folder / "stats.json").is_file()
+        stats = json.loads((exp / "samples" / folder / "stats.json").read_text())
+        compared = (len(stats["references"]), len(stats["continuations"]))
+        assert compared == ((1, 1) if folder == best_samples.name else (0, 0))  # the training piece and a continuation, once
+    assert page.index(f"samples/{best_samples.name}/sample_0.wav") < page.index('<table class="sortable">')  # the music first
     assert "history.png" in page and "learning_curves.png" in page
 
     trials = optuna_trials(exp / "optuna.db")
