@@ -4,7 +4,10 @@
 
 Each benchmark logs progress to stderr and ends with its figures as one JSON line on stdout.
 `data`: import speed and Parquet load time. `train`: training frames/s of full CD-k steps at
-the paper's size, with the fraction of this machine's matmul rate. `generate`: generation
+the paper's size and at the default configuration, with their exact FLOPs, the fraction of
+this machine's rate on the model's own products (`rbmsearch.roofline`, best of several
+timings before and after), and with --reference the ratio per CPU-second to another
+implementation run on the same data, alternating. `generate`: generation
 frames/s, one chain and 16 in a batch. `evaluate`: scoring a test split (AIS, RAISE and the
 sampled accuracy) in frames/s, with its FLOPs and random draws per frame and the share of this
 machine's rate on the same products, and the NLL with its interval. `tune`: Ray Tune's overhead per trial, and concurrent
@@ -24,6 +27,7 @@ import time
 from pathlib import Path
 
 from rbmsearch.console import cli
+from rbmsearch.errors import BenchError
 from rbmsearch.files import write_json
 
 # The paper's model for JSB (88 visible, 150 hidden, 100 recurrent, CD-15): the size the
@@ -62,59 +66,10 @@ def bench_data(args: argparse.Namespace) -> dict:
     }
 
 
-def _load_rolls(source: str, split: str):
+def _load_dataset(source: str):
     from rbmsearch.data import BuildOptions, load_source, read_dataset
 
-    dataset = read_dataset(source) if source.endswith(".parquet") else load_source(source, BuildOptions(progress=False))
-    return dataset.rolls(split)
-
-
-def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
-    """This machine's float32 (n, n) @ (n, n) rate in GFLOP/s, through TensorFlow."""
-    import tensorflow as tf
-
-    a = tf.random.stateless_normal((n, n), seed=[0, 0])
-    b = tf.random.stateless_normal((n, n), seed=[0, 1])
-    mm = tf.function(lambda a, b: tf.matmul(a, b))
-    mm(a, b).numpy()  # warm up
-    start = time.perf_counter()
-    for _ in range(repeats):
-        c = mm(a, b)
-    c.numpy()
-    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
-
-
-def train_flops_per_frame(n_v: int, n_h: int, n_u: int, k: int) -> int:
-    """Matrix-multiply FLOPs of one training frame (tanh RNN): the work a roofline counts.
-
-    Forward: input projection v Wvu, recurrence u Wuu, bias maps u Wuv and u Wuh, k Gibbs
-    steps (v W and h W^T), and two free energies (v W); backward: twice the forward cost of
-    everything the gradient flows through (all but the Gibbs chain).
-    """
-    rnn = 2 * (n_v * n_u + n_u * n_u + n_u * (n_v + n_h))
-    gibbs = k * 4 * n_v * n_h
-    free_energies = 2 * 2 * n_v * n_h
-    return gibbs + 3 * (rnn + free_energies)
-
-
-def chain_matmul_gflops(n_v: int, n_h: int, chains: int = 10_000, repeats: int = 20, best_of: int = 5) -> float:
-    """This machine's rate on the evaluation's own products, (chains, n_v) @ (n_v, n_h) and
-    (chains, n_h) @ (n_h, n_v), in GFLOP/s: the best of `best_of` timings."""
-    import tensorflow as tf
-
-    v = tf.random.stateless_uniform((chains, n_v), seed=[0, 0])
-    h = tf.random.stateless_uniform((chains, n_h), seed=[0, 1])
-    W = tf.random.stateless_normal((n_v, n_h), seed=[0, 2])
-    both = tf.function(lambda v, h: tf.reduce_sum(tf.matmul(v, W)) + tf.reduce_sum(tf.matmul(h, W, transpose_b=True)))
-    both(v, h).numpy()
-    best = float("inf")
-    for _ in range(best_of):
-        start = time.perf_counter()
-        for _ in range(repeats):
-            out = both(v, h)
-        out.numpy()
-        best = min(best, (time.perf_counter() - start) / repeats)
-    return 4 * chains * n_v * n_h / best / 1e9
+    return read_dataset(source) if source.endswith(".parquet") else load_source(source, BuildOptions(progress=False))
 
 
 def bench_evaluate(args: argparse.Namespace) -> dict:
@@ -123,6 +78,7 @@ def bench_evaluate(args: argparse.Namespace) -> dict:
     from rbmsearch.data import read_dataset
     from rbmsearch.evaluate import EvalSettings, evaluate
     from rbmsearch.model import configure_devices
+    from rbmsearch.roofline import chain_matmul_gflops
     from rbmsearch.run import load_run
     from rbmsearch.train import train
 
@@ -158,54 +114,152 @@ def bench_evaluate(args: argparse.Namespace) -> dict:
     }
 
 
-def bench_train(args: argparse.Namespace) -> dict:
+def select_device(device: str) -> str:
+    """Make `device` ("auto", "cpu" or "gpu") the one TensorFlow uses, before any op runs; returns
+    the device summary. "gpu" with no GPU visible raises BenchError; "cpu" hides the GPUs."""
+    import tensorflow as tf
+
+    from rbmsearch.model import configure_devices
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if device == "gpu" and not gpus:
+        raise BenchError("--device gpu, but TensorFlow sees no GPU (tf.config.list_physical_devices('GPU') is empty); install TensorFlow's CUDA build (pip install -e '.[gpu]') or use --device cpu.")
+    if device == "cpu" and gpus:
+        tf.config.set_visible_devices([], "GPU")
+    return configure_devices()
+
+
+def _epochs(step, rolls, config, epochs: range, n_v: int) -> dict:
+    """Train `epochs` epochs through `step`: frames, the FLOPs done (`roofline.train_step_flops`
+    of each batch's real shapes), wall and CPU seconds, and each batch's (frames, B, T)."""
     import numpy as np
     import tensorflow as tf
 
-    from rbmsearch.model import ModelConfig, RnnRbm, configure_devices
-    from rbmsearch.config import TrainConfig
-    from rbmsearch.train import make_optimizer, make_train_step, minibatches
+    from rbmsearch.roofline import train_step_flops
+    from rbmsearch.train import minibatches
 
-    devices = configure_devices()
-    rolls = _load_rolls(args.source, "train")
-    config = TrainConfig(**PAPER_SIZE).with_overrides(args.set)
-    model = RnnRbm(ModelConfig.of(config), seed=config.seed)
-    optimizer = make_optimizer(config, steps_per_epoch=100)
-    step = make_train_step(model, optimizer, config)
-
-    def epoch(e: int) -> int:
-        frames = 0
+    frames = flops = 0
+    shapes = []
+    wall, cpu = time.perf_counter(), time.process_time()
+    for e in epochs:
         for i, (v, mask) in enumerate(minibatches(rolls, config, np.random.default_rng([0, e]))):
             step(v, mask, tf.constant([0, e * 100_003 + i], tf.int64)).numpy()
-            frames += int(mask.sum())
-        return frames
+            n, (b, t) = int(mask.sum()), mask.shape
+            frames += n
+            flops += train_step_flops(n_v, config.n_hidden, config.n_recurrent, config.cd_k, n, b, t)
+            shapes.append((n, b, t))
+    return {"frames": frames, "flops": flops, "seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu, "shapes": shapes}
 
-    epoch(0)  # trace and warm up
-    start = time.perf_counter()
-    frames = sum(epoch(e) for e in range(1, args.epochs + 1))
-    seconds = time.perf_counter() - start
-    gflops = matmul_gflops()
-    flops = train_flops_per_frame(model.config.n_visible, config.n_hidden, config.n_recurrent, config.cd_k)
-    fps = frames / seconds
-    return {
-        "source": args.source,
+
+def _reference_run(path: str, pickle_path: str, config, epochs: int) -> dict:
+    """One run of the TF-1 reference script at `config`'s sizes: its JSON line, which ends its stdout."""
+    import subprocess
+    import sys
+
+    command = [sys.executable, path, "--data", pickle_path, "--n-hidden", str(config.n_hidden), "--n-recurrent", str(config.n_recurrent), "--cd-k", str(config.cd_k), "--epochs", str(epochs)]  # fmt: skip
+    out = subprocess.run(command, capture_output=True, text=True, timeout=3600)
+    lines = out.stdout.strip().splitlines()
+    if out.returncode != 0 or not lines:
+        raise BenchError(f"the reference {path} failed (exit {out.returncode}): {(out.stderr.strip().splitlines() or ['no output'])[-1]}")
+    try:
+        return json.loads(lines[-1])
+    except json.JSONDecodeError as e:
+        raise BenchError(f"the reference {path} did not end with a JSON line ({e.msg}): {lines[-1][:200]!r}") from e
+
+
+def _as_pickle(source: str, tmp: Path) -> str:
+    """A benchmark pickle of `source` for the reference: the source itself if it is one."""
+    if source.endswith(".pickle"):
+        return source
+    import pickle
+
+    import numpy as np
+
+    from rbmsearch.midi import MIN_MIDI_PITCH
+
+    dataset = _load_dataset(source)
+    splits = {s: [[tuple(int(p) + MIN_MIDI_PITCH for p in np.flatnonzero(frame)) for frame in roll] for roll in dataset.rolls(s)] for s in ("train", "valid", "test")}
+    path = tmp / "reference.pickle"
+    path.write_bytes(pickle.dumps(splits))
+    return str(path)
+
+
+def _train_figures(config, rolls, epochs: int, runs: int, reference: tuple[str, str] | None) -> dict:
+    """`runs` timed runs of `epochs` epochs at `config` (after a warm-up epoch), alternating with the
+    reference when one is given; the model-shaped limit before and after; the figures."""
+    import statistics
+
+    import numpy as np
+
+    from rbmsearch.model import ModelConfig, RnnRbm
+    from rbmsearch.roofline import model_limit_gflops, train_products
+    from rbmsearch.train import make_optimizer, make_train_step
+
+    model = RnnRbm(ModelConfig.of(config), seed=config.seed)
+    step = make_train_step(model, make_optimizer(config, steps_per_epoch=100), config)
+    n_v = model.config.n_visible
+    warm = _epochs(step, rolls, config, range(0, 1), n_v)  # trace and warm up
+    n, b, t = sorted(warm["shapes"])[len(warm["shapes"]) // 2]  # the median batch: the model's own shapes
+    products = train_products(n_v, config.n_hidden, config.n_recurrent, config.cd_k, n, b, t)
+    limits = [model_limit_gflops(products)]
+    ours, theirs = [], []
+    for r in range(runs):
+        ours.append(_epochs(step, rolls, config, range(1 + r * epochs, 1 + (r + 1) * epochs), n_v))
+        if reference is not None:
+            theirs.append(_reference_run(*reference, config, epochs))
+    limits.append(model_limit_gflops(products))
+    limit = max(limits)
+    fps = [o["frames"] / o["seconds"] for o in ours]
+    gflops = [o["flops"] / o["seconds"] / 1e9 for o in ours]
+    median = int(np.argsort(fps)[runs // 2])  # the run whose frames/s is the median
+    figures = {
         "config": {k: getattr(config, k) for k in ("n_hidden", "n_recurrent", "rnn", "cd_k", "window", "batch_size")},
-        "frames_per_epoch": frames // args.epochs,
-        "epoch_s": round(seconds / args.epochs, 3),
-        "frames_per_s": round(fps),
-        "mflop_per_frame": round(flops / 1e6, 3),
-        "achieved_gflops": round(fps * flops / 1e9, 1),
-        "matmul_gflops": round(gflops, 1),
-        "roofline_fraction": round(fps * flops / 1e9 / gflops, 3),
-        "devices": devices,
+        "frames_per_epoch": ours[0]["frames"] // epochs,
+        "frames_per_s": round(fps[median]),
+        "frames_per_s_runs": [round(f) for f in fps],
+        "frames_per_cpu_s": round(ours[median]["frames"] / ours[median]["cpu_seconds"]),
+        "mflop_per_frame": round(ours[0]["flops"] / ours[0]["frames"] / 1e6, 4),
+        "achieved_gflops": round(gflops[median], 1),
+        "limit_gflops": round(limit, 1),
+        "limit_gflops_before_after": [round(x, 1) for x in limits],
+        "limit_shape": {"frames": n, "sequences": b, "steps": t},
+        "roofline_fraction": round(gflops[median] / limit, 3),
     }
+    if theirs:
+        per_cpu_s = [th["frames"] / sum(th["epoch_cpu_s"][1:]) for th in theirs]  # its timed epochs (0 is its warm-up)
+        ratios = [(o["frames"] / o["cpu_seconds"]) / ref for o, ref in zip(ours, per_cpu_s)]
+        figures["reference_frames_per_cpu_s_runs"] = [round(x) for x in per_cpu_s]
+        figures["reference_frames_per_s_runs"] = [th["frames_per_s"] for th in theirs]
+        figures["reference_ratio_runs"] = [round(x, 2) for x in ratios]
+        figures["reference_ratio"] = round(statistics.median(ratios), 2)
+    return figures
+
+
+def bench_train(args: argparse.Namespace) -> dict:
+    """Training throughput at the paper's size and at the default configuration: frames/s, exact
+    FLOPs, the fraction of the model-shaped limit, and (--reference) the ratio to the TF-1 code."""
+    from rbmsearch.config import TrainConfig
+
+    if args.reference and not Path(args.reference).is_file():
+        raise BenchError(f"--reference {args.reference}: no such file; pass the path of the reference training script.")
+    devices = select_device(args.device)
+    rolls = _load_dataset(args.source).rolls("train")
+    paper = TrainConfig(**PAPER_SIZE).with_overrides(args.set)
+    with tempfile.TemporaryDirectory(prefix="rbmsearch-bench-") as tmp:
+        reference = (args.reference, _as_pickle(args.source, Path(tmp))) if args.reference else None
+        figures = {"source": args.source, "device": args.device, "runs": args.runs, "epochs_per_run": args.epochs}
+        figures.update(_train_figures(paper, rolls, args.epochs, args.runs, reference))
+        if not args.paper_only:
+            figures["default_config"] = _train_figures(TrainConfig(), rolls, args.epochs, args.runs, None)
+    figures["devices"] = devices
+    return figures
 
 
 def bench_generate(args: argparse.Namespace) -> dict:
-    from rbmsearch.model import ModelConfig, RnnRbm, configure_devices
+    from rbmsearch.model import ModelConfig, RnnRbm
     from rbmsearch.config import TrainConfig
 
-    devices = configure_devices()
+    devices = select_device(args.device)
     config = TrainConfig(**PAPER_SIZE).with_overrides(args.set)
     model = RnnRbm(ModelConfig.of(config), seed=0)
     figures = {"gibbs_k": args.k, "steps": args.steps, "devices": devices}
@@ -397,15 +451,20 @@ def main(argv: list[str] | None = None) -> None:
     data.add_argument("--source", required=True, help="a folder of MIDI files, a .pickle file, or bach-chorales")
     data.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     data.add_argument("--steps-per-quarter", type=int)
-    train = commands.add_parser("train", help="training throughput at the paper's size")
+    train = commands.add_parser("train", help="training throughput at the paper's size and the default configuration")
     train.add_argument("--source", required=True, help="a dataset: .parquet, .pickle, folder, or bach-chorales")
-    train.add_argument("--epochs", type=int, default=5, help="timed epochs, after one warm-up epoch")
-    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrainConfig field")
+    train.add_argument("--epochs", type=int, default=2, help="timed epochs per run, after one warm-up epoch")
+    train.add_argument("--runs", type=int, default=3, help="timed runs (the median is reported; with --reference, alternating with it)")
+    train.add_argument("--reference", metavar="PATH", help="a reference training script to run on the same data, alternating (e.g. the TF-1 RNN-RBM)")
+    train.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="gpu: refuse when none is visible; cpu: hide the GPUs")
+    train.add_argument("--paper-only", action="store_true", help="skip the default configuration")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrainConfig field of the paper-size run")
     generate = commands.add_parser("generate", help="generation throughput")
     generate.add_argument("--steps", type=int, default=500, help="frames per sample")
     generate.add_argument("--k", type=int, default=25, help="Gibbs steps per frame")
     generate.add_argument("--repeats", type=int, default=3)
     generate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrainConfig field")
+    generate.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="gpu: refuse when none is visible; cpu: hide the GPUs")
     _tune_arguments(commands.add_parser("tune", help="Ray Tune overhead, and concurrent vs sequential trials"))
     evaluate = commands.add_parser("evaluate", help="scoring a test split: frames/s, the share of this machine's limit, the NLL")
     evaluate.add_argument("--source", required=True, help="a Parquet dataset with a test split")

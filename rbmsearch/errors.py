@@ -100,6 +100,10 @@ class SearchError(RbmsearchError):
     """A search cannot start or finish: the experiment directory, resume, or no finished trial."""
 
 
+class BenchError(RbmsearchError):
+    """A benchmark cannot run as asked (a missing device or reference script)."""
+
+
 class DivergenceError(RbmsearchError):
     """Training produced NaN or inf.
 
