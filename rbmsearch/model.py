@@ -186,12 +186,29 @@ def gibbs_step(v, W, bv, bh, noise_h, noise_v) -> tuple[tf.Tensor, tf.Tensor]:
     return tf.cast(noise_v < p_v, tf.float32), p_v
 
 
-def gibbs_chain(v0, W, bv, bh, k: int, seed: Seed) -> tuple[tf.Tensor, tf.Tensor]:
+XLA_ROW_BUCKET = 64  # the compiled chain's rows are padded to a multiple of this: few shapes, few compiles
+
+
+@tf.function(jit_compile=True)
+def _compiled_chain(v, W, bv, bh, noise_h, noise_v):
+    """The k Gibbs steps of `gibbs_chain` as one XLA program: matmuls, sigmoids and comparisons
+    fused. v, bv (R, n_v); bh (R, n_h); noise_h (k, R, n_h), noise_v (k, R, n_v)."""
+    p_v = v
+    for step in range(noise_h.shape[0]):
+        v, p_v = gibbs_step(v, W, bv, bh, noise_h[step], noise_v[step])
+    return v, p_v
+
+
+def gibbs_chain(v0, W, bv, bh, k: int, seed: Seed, xla: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
     """k steps of block Gibbs sampling v -> h -> v in an RBM with per-row biases.
 
     v0: (..., n_v) start of the chains (0/1 or probabilities), W: (n_v, n_h),
     bv: (..., n_v) or (n_v,), bh: (..., n_h) or (n_h,); k >= 1 (a Python int: the loop is
     unrolled into the graph); seed: an int or a (2,) int tensor. Every row is its own chain.
+    xla: run the steps as one compiled XLA program (`_compiled_chain`, its rows padded to a
+    multiple of XLA_ROW_BUCKET): about twice as fast on a CPU, the same random bits, and
+    samples that differ only where a sigmoid's last bit decides. Its uniforms, all k steps
+    of them, are drawn first, so it takes k times the memory of one step's.
     Returns (v_k, p_k): the k-th sample (float32 0/1) and its mean field
     P(v = 1 | h_{k-1}) (float32 in (0, 1)), both (..., n_v).
     Not differentiable by design: callers wrap inputs or outputs in `tf.stop_gradient`.
@@ -202,15 +219,22 @@ def gibbs_chain(v0, W, bv, bh, k: int, seed: Seed) -> tuple[tf.Tensor, tf.Tensor
     v, W, bv, bh = (tf.cast(x, tf.float32) for x in (v0, W, bv, bh))
     rows = tf.shape(v)[:-1]  # (...)
     n_v, n_h = W.shape
-    for step in range(k):  # uniforms drawn per step: all k at once would take k times the memory
-        noise_h = tf.random.stateless_uniform(
-            tf.concat([rows, [n_h]], 0), seed=seeds[2 * step], alg=_RNG_ALG
-        )
-        noise_v = tf.random.stateless_uniform(
-            tf.concat([rows, [n_v]], 0), seed=seeds[2 * step + 1], alg=_RNG_ALG
-        )
-        v, p_v = gibbs_step(v, W, bv, bh, noise_h, noise_v)
-    return v, p_v
+
+    def uniforms(step: int, n: int) -> tf.Tensor:
+        return tf.random.stateless_uniform(tf.concat([rows, [n]], 0), seed=seeds[2 * step + (n == n_v)], alg=_RNG_ALG)
+
+    if not xla:
+        for step in range(k):  # uniforms drawn per step: all k at once would take k times the memory
+            v, p_v = gibbs_step(v, W, bv, bh, uniforms(step, n_h), uniforms(step, n_v))
+        return v, p_v
+    count = tf.reduce_prod(rows)
+    pad = [[0, (count + XLA_ROW_BUCKET - 1) // XLA_ROW_BUCKET * XLA_ROW_BUCKET - count], [0, 0]]
+    flat = lambda x, n: tf.pad(tf.reshape(tf.broadcast_to(x, tf.concat([rows, [n]], 0)), [-1, n]), pad)  # noqa: E731
+    noise_h = tf.stack([flat(uniforms(step, n_h), n_h) for step in range(k)])
+    noise_v = tf.stack([flat(uniforms(step, n_v), n_v) for step in range(k)])
+    v, p_v = _compiled_chain(flat(v, n_v), W, flat(bv, n_v), flat(bh, n_h), noise_h, noise_v)
+    shape = tf.concat([rows, [n_v]], 0)
+    return tf.reshape(v[:count], shape), tf.reshape(p_v[:count], shape)
 
 
 def long_gibbs_chain(v0, W, bv, bh, k, seed: Seed) -> tf.Tensor:
@@ -442,7 +466,7 @@ class RnnRbm(tf.Module):
     def _cd_cost(self, v, bv, bh, k: int, seed: Seed) -> tf.Tensor:
         """mean(F(v) - F(v~)) with v~ from k Gibbs steps started at v; v (N, n_v)."""
         sg = tf.stop_gradient  # the chain is a constant: no tape, no back-prop through it
-        v_neg, _ = gibbs_chain(v, sg(self.W), sg(bv), sg(bh), k, seed)  # (N, n_v)
+        v_neg, _ = gibbs_chain(v, sg(self.W), sg(bv), sg(bh), k, seed, xla=True)  # (N, n_v)
         v_neg = sg(v_neg)
         return tf.reduce_mean(
             free_energy(v, self.W, bv, bh) - free_energy(v_neg, self.W, bv, bh)

@@ -149,17 +149,17 @@ def save_plots(study, out_dir: Path) -> dict[str, str]:
     return made
 
 
-def render_trials(out: Path, ranked: list[tuple[str, Path]], settings: SearchSettings, data: str, seed: int) -> dict[str, list[str]]:
+def render_trials(out: Path, ranked: list[tuple[str, Path]], settings: SearchSettings, data: str, seed: int) -> tuple[dict[str, list[str]], str]:
     """Samples of each (trial id, run directory) into out/samples/trial_<id>/ (out/samples/ for
     the single trial), with the training pieces and continuations beside the first (the best)
-    only; returns trial id -> paths of its MIDI files relative to `out`.
+    only. Returns (trial id -> paths of its MIDI files relative to `out`, the sound the audio was made with).
 
     A trial whose rendering fails is reported and skipped: samples never cost a search its results.
     """
     from rbmsearch.render import render_run
     from rbmsearch.run import read_config
 
-    done = {}
+    done, sound = {}, ""
     for rank, (trial_id, run_dir) in enumerate(ranked):
         if settings.samples == 0:
             break
@@ -172,7 +172,8 @@ def render_trials(out: Path, ranked: list[tuple[str, Path]], settings: SearchSet
             log.warning("samples of trial %s skipped: %s", trial_id, e)
             continue
         done[trial_id] = [str(folder / s["midi"]) for s in result["samples"]]
-    return done
+        sound = sound or result["sound"]
+    return done, sound
 
 
 def _build_gallery(out: Path) -> Path | None:
@@ -255,7 +256,7 @@ def report_search(experiment_dir: str, summaries: list[TrialSummary], space: Sea
         for s in others:
             ranked.append((s.trial_id, Path(scratch) / s.trial_id))
             s.checkpoint.to_directory(str(ranked[-1][1]))
-        rendered = render_trials(out, ranked, settings, data_path, space.train_config(best.params).seed)
+        rendered, sound = render_trials(out, ranked, settings, data_path, space.train_config(best.params).seed)
     samples = rendered.get(best.trial_id, [])
     fields = {
         "trial_id": best.trial_id,
@@ -268,7 +269,7 @@ def report_search(experiment_dir: str, summaries: list[TrialSummary], space: Sea
     page = _build_gallery(out)
     if remote:
         upload(out, experiment_dir)
-    samples_line = f"samples:   {experiment_dir}/samples/trial_{best.trial_id}/ (MIDI, WAV and piano rolls of the best {len(rendered)} trials in samples/)" if samples else None  # fmt: skip
+    samples_line = f"samples:   {experiment_dir}/samples/trial_{best.trial_id}/ (MIDI, WAV and piano rolls of the best {len(rendered)} trials in samples/; audio: {sound})" if samples else None  # fmt: skip
     lines += _result_lines(f"\nbest trial {best.trial_id}: {settings.metric} {best.best[settings.metric]:.4f}", experiment_dir, test, samples_line, page)
     lines.append(f"dashboard: optuna-dashboard {report['optuna_storage']}")
     lines.append(f"curves:    tensorboard --logdir {experiment_dir}   (every trial's reported metrics; pip install tensorboard)")
@@ -283,13 +284,13 @@ def report_single(out_dir: Path, run_dir: Path, params: dict, space: SearchSpace
     from rbmsearch.evaluate import evaluate_run
 
     test = evaluate_run(run_dir, dataset, resources=space.settings.trial_resources)
-    rendered = render_trials(run_dir, [("single", run_dir)], space.settings, data_path, space.train_config(params).seed)
+    rendered, sound = render_trials(run_dir, [("single", run_dir)], space.settings, data_path, space.train_config(params).seed)
     samples = [str(run_dir / p) for p in rendered.get("single", [])]
     page = _build_gallery(run_dir) if samples else None
     best = min(history, key=lambda h: h["valid_monitor"]) if history else {}
     report = _write_best(out_dir, run_dir, str(run_dir), {"params": params}, best, test, samples)
     headline = f"best epoch {best.get('epoch')}: valid_monitor {best.get('valid_monitor', math.nan):.4f}"
-    samples_line = f"samples:   {Path(samples[0]).parent}/ (MIDI, WAV, piano rolls)" if samples else None
+    samples_line = f"samples:   {Path(samples[0]).parent}/ (MIDI, WAV, piano rolls; audio: {sound})" if samples else None
     lines = _result_lines(headline, str(out_dir), test, samples_line, None)
     if page is not None:
         lines.append(f"view them: python -m rbmsearch.gallery {run_dir}")

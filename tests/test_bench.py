@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -101,3 +103,37 @@ def test_bench_train_reports_both_configurations_and_the_reference_ratio(tmp_pat
         assert gpu.returncode == 1 and "--device gpu, but TensorFlow sees no GPU" in gpu.stderr
     else:
         assert gpu.returncode == 0 and json.loads(gpu.stdout.splitlines()[-1])["frames_per_s"] > 0
+
+
+# Training and scoring a tiny model, with TensorFlow logging where every op is placed.
+PLACEMENT = textwrap.dedent(
+    """
+    import numpy as np, tensorflow as tf
+    tf.debugging.set_log_device_placement(True)
+    from rbmsearch.config import TrainConfig
+    from rbmsearch.evaluate import EvalSettings, evaluate
+    from rbmsearch.model import ModelConfig, RnnRbm
+    from rbmsearch.train import make_optimizer, make_train_step
+    config = TrainConfig(n_hidden=8, n_recurrent=4, cd_k=2, epochs=1)
+    model = RnnRbm(ModelConfig.of(config), seed=0)
+    step = make_train_step(model, make_optimizer(config, 10), config)
+    v = (np.random.default_rng(0).random((2, 6, 88)) < 0.1).astype(np.float32)
+    step(v, np.ones((2, 6), np.float32), tf.constant([0, 1], tf.int64)).numpy()
+    settings = EvalSettings(ais_runs=2, ais_betas=4, start_betas=2, acc_samples=1, acc_gibbs_k=2, raise_runs=2)
+    evaluate(model, [v[0] > 0.5], settings, use_ray=False)
+    print("GPU" if tf.config.list_physical_devices("GPU") else "CPU")
+    """
+)
+# The work of training and scoring: each must run on the GPU when there is one.
+COMPUTE_OPS = {"MatMul", "BatchMatMulV2", "Sigmoid", "Softplus", "Tanh", "StatelessRandomUniformV2", "AddV2", "Mul", "Sub", "Sum", "Mean", "Less", "Exp", "Log"}
+
+
+@pytest.mark.slow
+def test_training_and_scoring_place_their_work_on_the_device_present():
+    out = subprocess.run([sys.executable, "-c", PLACEMENT], capture_output=True, text=True, timeout=600, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    device = out.stdout.strip().splitlines()[-1]
+    placed = [(op, dev) for op, dev in re.findall(r": \((\w+)\): /job:localhost/replica:0/task:0/device:(\w+):\d+", out.stderr) if op in COMPUTE_OPS]
+    assert {"MatMul", "Sigmoid", "StatelessRandomUniformV2"} <= {op for op, _ in placed}  # the log was read
+    elsewhere = sorted({op for op, dev in placed if dev != device})
+    assert not elsewhere, f"ops placed off the {device}: {elsewhere}"

@@ -112,15 +112,16 @@ def test_plots_of_the_study(tmp_path, caplog, png_size):
 def test_render_trials_renders_each_trial_and_skips_one_that_fails(tiny_run, toy_parquet, tmp_path, caplog):
     settings = SearchSettings(samples=2, sample_quarters=3)  # 3 quarters = 12 steps at 4 steps per quarter
     out = tmp_path / "exp"
-    done = render_trials(out, [("7", tiny_run), ("gone", tmp_path / "no_run")], settings, str(toy_parquet), seed=0)
+    done, sound = render_trials(out, [("7", tiny_run), ("gone", tmp_path / "no_run")], settings, str(toy_parquet), seed=0)
     assert done == {"7": ["samples/trial_7/sample_0.mid", "samples/trial_7/sample_1.mid"]}
+    assert sound == json.loads((out / "samples/trial_7/stats.json").read_text())["sound"] and sound  # what the search's summary names
     assert all((out / p).is_file() for p in done["7"])
     assert json.loads((out / "samples/trial_7/stats.json").read_text())["settings"]["steps"] == 12
     assert "samples of trial gone skipped" in caplog.text and "config.json: missing" in caplog.text
     assert not (out / "samples/trial_gone").exists()
     # The single trial renders into samples/ itself; samples: 0 renders nothing.
-    assert render_trials(tmp_path / "one", [("single", tiny_run)], SearchSettings(samples=1, sample_quarters=2), str(toy_parquet), seed=0) == {
+    assert render_trials(tmp_path / "one", [("single", tiny_run)], SearchSettings(samples=1, sample_quarters=2), str(toy_parquet), seed=0)[0] == {
         "single": ["samples/sample_0.mid"]
     }
-    assert render_trials(tmp_path / "none", [("7", tiny_run)], SearchSettings(samples=0), str(toy_parquet), seed=0) == {}
+    assert render_trials(tmp_path / "none", [("7", tiny_run)], SearchSettings(samples=0), str(toy_parquet), seed=0) == ({}, "")
     assert not (tmp_path / "none").exists()
