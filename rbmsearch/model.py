@@ -466,7 +466,9 @@ class RnnRbm(tf.Module):
     def _cd_cost(self, v, bv, bh, k: int, seed: Seed) -> tf.Tensor:
         """mean(F(v) - F(v~)) with v~ from k Gibbs steps started at v; v (N, n_v)."""
         sg = tf.stop_gradient  # the chain is a constant: no tape, no back-prop through it
-        v_neg, _ = gibbs_chain(v, sg(self.W), sg(bv), sg(bh), k, seed, xla=True)  # (N, n_v)
+        # Not xla=True: it halves the chain's time, but compiles 1.1-1.3 s per row count and k,
+        # which costs a search's short trials more than it saves (docs/results.md, section 10).
+        v_neg, _ = gibbs_chain(v, sg(self.W), sg(bv), sg(bh), k, seed)  # (N, n_v)
         v_neg = sg(v_neg)
         return tf.reduce_mean(
             free_energy(v, self.W, bv, bh) - free_energy(v_neg, self.W, bv, bh)
