@@ -11,6 +11,7 @@ import json
 import os
 
 __all__ = [
+    "BenchError",
     "ConfigError",
     "DatasetError",
     "DivergenceError",

@@ -29,6 +29,7 @@ from rbmsearch.render import render_run
 __all__ = ["GalleryError", "build_page", "make_server", "serve"]
 
 TOP_CURVES = 10  # learning curves drawn on the page
+RUN_SAMPLES, RUN_SAMPLE_QUARTERS = 4, 32  # what a run directory's page renders when it has no samples: as a search does
 
 # Every figure the page shows: its label, unit, which way is better, and what it is.
 GLOSSARY = {
@@ -325,7 +326,8 @@ def _run_body(directory: Path) -> list[str]:
     metrics = _read_json(directory / "metrics.json") or {}
     folder = directory / "samples"
     if not (folder / "stats.json").is_file():
-        render_run(directory, folder, references=2, continuations=2)
+        spq = int(config.get("data", {}).get("steps_per_quarter", 4))
+        render_run(directory, folder, num=RUN_SAMPLES, steps=RUN_SAMPLE_QUARTERS * spq, references=2, continuations=2, progress=True)
     stats = _read_json(folder / "stats.json")
     shown = {k: v for k, v in metrics.items() if k in GLOSSARY}
     if "best_epoch" in metrics:

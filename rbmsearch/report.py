@@ -17,11 +17,14 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+import sys
 import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from tqdm import tqdm
 
 from rbmsearch.data import Dataset
 from rbmsearch.errors import GalleryError, RenderError, RunError, SearchError
@@ -160,14 +163,15 @@ def render_trials(out: Path, ranked: list[tuple[str, Path]], settings: SearchSet
     from rbmsearch.run import read_config
 
     done, sound = {}, ""
-    for rank, (trial_id, run_dir) in enumerate(ranked):
+    # One bar for all the trials (not one per trial: a search's log stays short).
+    for rank, (trial_id, run_dir) in enumerate(tqdm(ranked, desc="rendering samples", unit="trial", file=sys.stderr, disable=not settings.samples)):
         if settings.samples == 0:
             break
         try:
             steps = settings.sample_quarters * int(read_config(run_dir)[1]["steps_per_quarter"])
             folder = Path("samples") if trial_id == "single" else Path("samples") / f"trial_{trial_id}"
             comparisons = (settings.references, settings.continuations) if rank == 0 else (0, 0)  # once, beside the best
-            result = render_run(run_dir, out / folder, settings.samples, steps, seed=seed, data=data, soundfont=settings.soundfont, program=settings.program, references=comparisons[0], continuations=comparisons[1], progress=True)  # fmt: skip
+            result = render_run(run_dir, out / folder, settings.samples, steps, seed=seed, data=data, soundfont=settings.soundfont, program=settings.program, references=comparisons[0], continuations=comparisons[1])  # fmt: skip
         except (RenderError, RunError, OSError, ValueError) as e:
             log.warning("samples of trial %s skipped: %s", trial_id, e)
             continue

@@ -143,7 +143,10 @@ def test_evaluate_cli_interrupted_then_resumed_recomputes_no_finished_shard(tiny
     # Long enough after its first shard (about 3x that shard's time) that Ctrl-C lands mid-run on a busy machine.
     args = [sys.executable, "-m", "rbmsearch.evaluate", str(run_dir), "--split", "train", "--ais-runs", "8", "--ais-betas", "1200",
             "--start-betas", "1200", "--acc-samples", "2", "--acc-gibbs-k", "200", "--shard-frames", "30"]  # fmt: skip
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT as a terminal's Ctrl-C sends it, even when this run of the tests was started in the
+    # background (a shell then starts its children with SIGINT ignored, and Python keeps that).
+    restore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=restore)
     deadline = time.monotonic() + 240
     while not list(run_dir.glob("eval/*/shard-*.npz")) and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

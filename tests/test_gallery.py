@@ -56,7 +56,8 @@ def test_run_page_lists_samples_comparisons_and_curve(run_page, png_size):
     audio = re.findall(r'<audio[^>]* src="([^"]+)"', page)
     images = re.findall(r'<img[^>]* src="([^"]+)"', page)
     shown = stats["samples"] + stats["continuations"] + stats["references"]
-    assert len(stats["samples"]) == 8 and len(stats["references"]) == 2 and len(stats["continuations"]) == 2
+    assert len(stats["samples"]) == 4 and len(stats["references"]) == 2 and len(stats["continuations"]) == 2
+    assert stats["settings"]["steps"] == 32 * 4  # 32 quarter notes of the toy data's grid, as a search renders
     assert audio == [f"samples/{s['wav']}" for s in shown]  # the samples first, then what they compare with
     assert images == [f"samples/{s['png']}" for s in shown] + ["learning_curves.png"]
     assert all((run / src).is_file() for src in audio + images)
@@ -279,7 +280,7 @@ def test_chromium_loads_every_audio_and_image_of_a_run_page(server, run_page):
         media = browser.evaluate(MEDIA_SETTLED)
     finally:
         browser.close()
-    assert len(media) == 2 * (8 + 2 + 2) + 1 and all(status == "loaded" for *_, status in media), media
+    assert len(media) == 2 * (4 + 2 + 2) + 1 and all(status == "loaded" for *_, status in media), media
 
 
 def test_gallery_cli_no_serve(run_page):

@@ -62,12 +62,14 @@ def write_space(path: Path, text: str) -> Path:
 # ---------------------------------------------------------------------------- the CLI
 
 
-def test_cli_errors(tmp_path, toy_parquet):
+def test_cli_errors(tmp_path):
     """Bad spaces and flags end the command with `error: ...` before Ray starts."""
+    from rbmsearch.errors import SearchError
+    from rbmsearch.tune import check_soundfont
+
     font = write_space(tmp_path / "font.yaml", SMOKE.read_text().replace("  samples: 2\n", f"  samples: 2\n  soundfont: {tmp_path / 'gone.sf2'}\n"))
-    out = run_cli("--space", str(font), "--data", str(toy_parquet), "--storage", str(tmp_path))
-    assert out.returncode == 1 and f"error: search.soundfont: soundfont {tmp_path / 'gone.sf2'}: cannot be read" in out.stderr
-    assert not list(tmp_path.glob("smoke-*"))  # refused before the experiment was started
+    with pytest.raises(SearchError, match=f"search.soundfont: soundfont {tmp_path / 'gone.sf2'}: cannot be read"):
+        check_soundfont(load_space(font).settings)  # run_search and single_trial call it before any trial runs
     bad = write_space(tmp_path / "bad.yaml", "params: {cd_k: {type: int, low: 3, high: 1}}")
     out = run_cli("--space", str(bad), "--storage", str(tmp_path))
     assert out.returncode == 1 and f"error: {bad}: params.cd_k.low: a value below high" in out.stderr
