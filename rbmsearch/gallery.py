@@ -326,8 +326,10 @@ def _run_body(directory: Path) -> list[str]:
     metrics = _read_json(directory / "metrics.json") or {}
     folder = directory / "samples"
     if not (folder / "stats.json").is_file():
-        spq = int(config.get("data", {}).get("steps_per_quarter", 4))
-        render_run(directory, folder, num=RUN_SAMPLES, steps=RUN_SAMPLE_QUARTERS * spq, references=2, continuations=2, progress=True)
+        data = config.get("data") if isinstance(config, dict) else None
+        spq = data.get("steps_per_quarter") if isinstance(data, dict) else None
+        steps = RUN_SAMPLE_QUARTERS * (spq if isinstance(spq, int) and spq > 0 else 4)  # a broken config.json: render_run names it
+        render_run(directory, folder, num=RUN_SAMPLES, steps=steps, references=2, continuations=2, progress=True)
     stats = _read_json(folder / "stats.json")
     shown = {k: v for k, v in metrics.items() if k in GLOSSARY}
     if "best_epoch" in metrics:
