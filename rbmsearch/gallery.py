@@ -24,7 +24,7 @@ from pathlib import Path
 from rbmsearch.console import cli
 from rbmsearch.errors import GalleryError
 from rbmsearch.files import atomic_write, read_json, write_text
-from rbmsearch.render import render_run
+from rbmsearch.render import beats_text, render_run
 
 __all__ = ["GalleryError", "build_page", "make_server", "serve"]
 
@@ -178,8 +178,8 @@ def _listen(directory: Path, folder: Path, stats: dict, who: str) -> str:
 def _compare(directory: Path, folder: Path, stats: dict) -> str:
     parts = []
     for c in stats.get("continuations", []):
-        beats = c["primer_steps"] / stats.get("settings", {}).get("steps_per_quarter", 1)
-        parts.append(_card(directory, folder, c, f"{c['split']} piece {c['piece']}: {beats:g} beat{'' if beats == 1 else 's'} of it (grey), then the model"))
+        beats = beats_text(c["primer_steps"], stats.get("settings", {}).get("steps_per_quarter", 1))
+        parts.append(_card(directory, folder, c, f"{c['split']} piece {c['piece']}: {beats} of it (grey), then the model"))
     parts += [_card(directory, folder, r, f"training piece {r['piece']}") for r in _references(stats)]
     rows = ""
     compared = stats.get("stats", {})
@@ -299,10 +299,11 @@ def _experiment_body(directory: Path) -> list[str]:
         body.append('<section id="listen"><h2>Listen</h2><p>No samples were rendered for the best trial (search setting <code>samples</code> is 0, or rendering failed: see the search\'s log).</p></section>')
     body.append(f"<section id=\"trials\"><h2>Trials</h2><p class=\"note\">Click a heading to sort. The best trial is highlighted; \"stopped early\" means ASHA ended it before {settings.get('max_epochs', 'the most')} epochs.</p>")
     body.append(_trials_table(trials, metric, settings.get("max_epochs"), best_id) + "</section>")
-    others = [t for t in trials if t.get("best") and str(t["trial_id"]) != best_id and (directory / "samples" / f"trial_{t['trial_id']}" / "stats.json").is_file()]
-    for t in others:
+    for t in trials:
         other = directory / "samples" / f"trial_{t['trial_id']}"
-        other_stats = _read_json(other / "stats.json")
+        other_stats = _read_json(other / "stats.json") if t.get("best") and str(t["trial_id"]) != best_id else None
+        if other_stats is None:  # not rendered (or the best, shown above)
+            continue
         cards = "".join(_card(directory, other, s, f"trial {t['trial_id']}, sample {i + 1}") for i, s in enumerate(other_stats["samples"]))
         body.append(f"<details><summary>Samples of trial {html.escape(str(t['trial_id']))} ({html.escape(GLOSSARY[metric][0])} {_fmt(t['best'].get(metric))})</summary><div class=\"pieces\">{cards}</div></details>")
     config = f'<h3>Its searched parameters</h3>{_params_table(best.get("params", {}))}'

@@ -36,7 +36,7 @@ from rbmsearch.errors import DatasetError, RenderError
 from rbmsearch.files import atomic_write, make_dir, write_json
 from rbmsearch.midi import MIN_MIDI_PITCH, NUM_PITCHES, write_midi
 
-__all__ = ["RenderError", "default_program", "find_fluidsynth", "note_name", "render_run", "roll_stats", "synthesize", "write_png", "write_wav"]
+__all__ = ["RenderError", "beats_text", "default_program", "find_fluidsynth", "note_name", "render_run", "roll_stats", "synthesize", "write_png", "write_wav"]
 
 log = logging.getLogger(__name__)
 
@@ -293,7 +293,8 @@ def write_png(path: Path, roll: np.ndarray, title: str, steps_per_quarter: int, 
 # ---------------------------------------------------------------------------- rendering a run
 
 
-def _beats(steps: int, steps_per_quarter: int) -> str:
+def beats_text(steps: int, steps_per_quarter: int) -> str:
+    """'8 beats', '1 beat': a length in steps as a reader counts it."""
     beats = steps / steps_per_quarter
     return f"{beats:g} beat" + ("" if beats == 1 else "s")
 
@@ -408,7 +409,7 @@ def render_run(
     for i, (name, roll) in enumerate(to_continue):
         head = np.asarray(roll[:primer_steps], bool)
         tail = run.model.generate(1, max(1, steps - len(head)), GIBBS_K, seed=seed + 1 + i, primer=head)[0]
-        title = f"{split} piece {name}: its first {_beats(len(head), spq)} (grey), then the model"
+        title = f"{split} piece {name}: its first {beats_text(len(head), spq)} (grey), then the model"
         continued.append({"piece": name, "split": split, "primer_steps": len(head), **render_one(f"continuation_{i}", np.concatenate([head, tail]), title, len(head))})
     result = {
         "run_dir": str(run_dir),
