@@ -74,6 +74,7 @@ class TrainConfig:
     eval_acc_samples: int = 10
     eval_acc_gibbs_k: int = 1000  # Gibbs steps per accuracy sample, enough to mix (EvalSettings.acc_gibbs_k)
     eval_raise_runs: int = 10  # reverse-AIS runs per frame for test_nll_raise (EvalSettings.raise_runs)
+    eval_max_betas: int = 0  # past eval_ais_betas, a shard may double on to this many with fewer runs; 0: off (EvalSettings.max_betas)
     eval_frames: int = 0  # score an even subsample of this many test frames, labelled as such; 0: the whole split
 
     def __post_init__(self):
@@ -103,6 +104,8 @@ class TrainConfig:
             raise ConfigError(f"A value in [0, 1) must be specified for dropout, but got {self.dropout!r}.", key="dropout")
         if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, int | float) or not 0 <= self.weight_decay < math.inf:
             raise ConfigError(f"A finite value >= 0 must be specified for weight_decay, but got {self.weight_decay!r}.", key="weight_decay")
+        if isinstance(self.eval_max_betas, bool) or not isinstance(self.eval_max_betas, int) or 0 < self.eval_max_betas < self.eval_ais_betas or self.eval_max_betas < 0:
+            raise ConfigError(f"0 or an int >= eval_ais_betas ({self.eval_ais_betas!r}) must be specified for eval_max_betas, but got {self.eval_max_betas!r}.", key="eval_max_betas")
         for name in ("eval_ais_betas", "monitor_ais_betas"):
             if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int) or getattr(self, name) < 2:
                 raise ConfigError(f"An int >= 2 must be specified for {name}, but got {getattr(self, name)!r}.", key=name)

@@ -125,7 +125,7 @@ def evaluate(
     if progress:
         log.info("scoring %s of %s frames in %d shards (%s): AIS %d runs, RAISE %d, %s temperatures",
                  f"{len(v):,}", f"{len(v_all):,}", len(shards), where, settings.ais_runs, settings.raise_runs,
-                 settings.ais_betas if settings.gap_tolerance == 0 else f"{settings.start_betas} doubled up to {settings.ais_betas} until AIS and RAISE agree within {settings.gap_tolerance}")  # fmt: skip
+                 settings.ais_betas if settings.gap_tolerance == 0 else f"{settings.start_betas} doubled up to {max(settings.ais_betas, settings.max_betas)} until AIS and RAISE agree within {settings.gap_tolerance}")  # fmt: skip
     bar = _Progress(len(v), progress)
     try:
         results, counts = run_shards(shards, lambda s: (W, v[s.start : s.stop], bv[s.start : s.stop], bh[s.start : s.stop]),
@@ -137,8 +137,8 @@ def evaluate(
     nll, nll_raise = float(-joined["ll_ais"].mean()), float(-joined["ll_raise"].mean())
     if abs(nll_raise - nll) > NLL_GAP_WARNING:
         log.warning("the NLL is not pinned down: AIS gives %.3f and RAISE %.3f nats per frame, and both tend to the "
-                    "true value as the annealing lengthens. Raise --ais-betas (now %d) until they agree.",
-                    nll, nll_raise, settings.ais_betas)  # fmt: skip
+                    "true value as the annealing lengthens. Raise --ais-betas (now %d) or --max-betas (now %d) until they agree.",
+                    nll, nll_raise, settings.ais_betas, settings.max_betas)  # fmt: skip
     acc = accuracy.sampled_accuracy(joined["acc_counts"])
     # The mixing check: chains started AT the true frames begin with accuracy 1 and fall to the
     # model's value as they mix; those from silence rise to it. Only the latter are scored.
@@ -190,7 +190,7 @@ def score_run(run, rolls: list[np.ndarray], progress: bool = False, store_root: 
     """
     c = run.config
     settings = EvalSettings(ais_runs=c.eval_ais_runs, ais_betas=c.eval_ais_betas, acc_samples=c.eval_acc_samples,
-                            acc_gibbs_k=c.eval_acc_gibbs_k, seed=c.seed, raise_runs=c.eval_raise_runs)  # fmt: skip
+                            acc_gibbs_k=c.eval_acc_gibbs_k, seed=c.seed, raise_runs=c.eval_raise_runs, max_betas=c.eval_max_betas)  # fmt: skip
     result = evaluate(run.model, rolls, settings, progress=progress, frames=c.eval_frames or None, store_root=store_root, resources=resources)
     return {"test_nll": result["nll"], "test_nll_ci95": result["nll_ci95"], "test_nll_raise": result["nll_raise"],
             "test_acc": result["acc"], "test_acc_decoded": result["acc_decoded"], "test_frames": result["frames"],
@@ -232,6 +232,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--raise-runs", type=int, default=defaults.raise_runs)
     parser.add_argument("--start-betas", type=int, default=defaults.start_betas, help="temperatures a shard starts with; doubled until AIS and RAISE agree")
     parser.add_argument("--gap-tolerance", type=float, default=defaults.gap_tolerance, help="agreement of AIS and RAISE (nats/frame) that stops the doubling; 0: always --ais-betas")
+    parser.add_argument("--max-betas", type=int, default=defaults.max_betas, help="past --ais-betas, double on to this many temperatures with "
+                        "proportionally fewer runs, for sharp models such as Nottingham's (0: --ais-betas is the cap)")  # fmt: skip
     parser.add_argument("--base", choices=("fitted", "own-bv"), default=defaults.base, help="the annealing's base distribution (docs/evaluation.md)")
     parser.add_argument("--frames", type=int, help="score an even spread of this many frames, for a quick estimate with its interval (default: all)")
     parser.add_argument("--address", help="score the shards as Ray tasks: 'auto' or HOST:PORT joins a running cluster, 'local' starts a Ray "
@@ -254,8 +256,9 @@ def main(argv: list[str] | None = None) -> None:
     if not rolls:
         raise DatasetError(data, f"has no pieces in the {args.split!r} split")
     try:
-        settings = EvalSettings(args.ais_runs, args.ais_betas, args.acc_samples, args.acc_gibbs_k, args.seed, args.raise_runs,
-                                args.start_betas, args.gap_tolerance, args.base)  # fmt: skip
+        settings = EvalSettings(ais_runs=args.ais_runs, ais_betas=args.ais_betas, acc_samples=args.acc_samples, acc_gibbs_k=args.acc_gibbs_k,
+                                seed=args.seed, raise_runs=args.raise_runs, start_betas=args.start_betas, gap_tolerance=args.gap_tolerance,
+                                max_betas=args.max_betas, base=args.base)  # fmt: skip
     except ValueError as e:
         raise SystemExit(f"error: {e}") from e
     if args.shard_frames < 1:

@@ -36,6 +36,8 @@ SHARD_ATTEMPTS = 3  # a shard whose worker or node is lost is sent again, at mos
 MIXING_CHECK_SAMPLES = 2  # chains per checked frame started at the true frame, for acc_mixing_gap
 MIXING_CHECK_EVERY = 10  # frames of a shard between two the mixing check looks at
 RAISE_AHEAD = 4  # RAISE may run up to this many times AIS's temperatures before AIS's double
+PILOT_FRAMES = 50  # frames of a shard whose annealing finds the temperatures the whole shard starts at
+MIN_LONG_RUNS = (10, 2)  # the fewest AIS and RAISE runs of an annealing past ais_betas
 # The per-frame arrays of a finished shard, with their dtypes.
 SHARD_ARRAYS = {"ll_ais": np.float64, "ll_raise": np.float64, "marginals": np.float32, "acc_counts": np.float32, "mixing_counts": np.float32, "betas": np.int64, "sweeps": np.float64}
 
@@ -56,6 +58,9 @@ class EvalSettings:
     raise_runs: int = 10
     start_betas: int = 100
     gap_tolerance: float = 0.05  # nats per frame
+    # Past ais_betas the doubling may go on to max_betas, with fewer runs (`annealing_runs`), for
+    # sharp models such as Nottingham's; 0: ais_betas is the cap.
+    max_betas: int = 0
     # The annealing's base: "fitted", the note marginals of the predictions' samples (a base
     # close to each frame's RBM, so far fewer temperatures reach agreement), or "own-bv", the
     # frame's visible biases alone (the earlier base; docs/results.md, 3.8).
@@ -66,6 +71,8 @@ class EvalSettings:
             raise ValueError(f"Expected base to be one of {sorted(BASES)}, but got {self.base!r}.")
         if self.gap_tolerance < 0 or self.start_betas < 2:
             raise ValueError(f"Expected gap_tolerance >= 0 and start_betas >= 2, but got {self.gap_tolerance} and {self.start_betas}.")
+        if self.max_betas and self.max_betas < self.ais_betas:
+            raise ValueError(f"Expected max_betas to be 0 or at least ais_betas ({self.ais_betas}), but got {self.max_betas}.")
 
 
 BASES = ("fitted", "own-bv")
@@ -158,31 +165,28 @@ def score_shard(W: np.ndarray, v: np.ndarray, bv: np.ndarray, bh: np.ndarray, se
     def weigh(frames: slice, states: np.ndarray, log_weights: np.ndarray) -> None:
         marginals[frames] = ais.annealed_marginals(states, log_weights)
 
-    def forward(betas: int) -> np.ndarray:
-        log_z = ais.ais_run(W, bv, bh, n_runs=settings.ais_runs, n_betas=betas, base_bv=base, seed=seed, on_states=weigh).log_z
-        return ais.frame_log_likelihood(v, W, bv, bh, log_z)
+    def forward(betas: int, rows: np.ndarray) -> np.ndarray:
+        runs = annealing_runs(settings.ais_runs, betas, settings, MIN_LONG_RUNS[0])
+        on_states = weigh if len(rows) == len(v) else None  # the marginals come from the whole shard's pass
+        log_z = ais.ais_run(W, bv[rows], bh[rows], n_runs=runs, n_betas=betas, base_bv=None if base is None else base[rows], seed=seed, on_states=on_states).log_z
+        return ais.frame_log_likelihood(v[rows], W, bv[rows], bh[rows], log_z)
 
-    def backward(betas: int) -> np.ndarray:
-        log_z = ais.raise_run(W, bv, bh, v, n_runs=settings.raise_runs, n_betas=betas, base_bv=base, seed=seed).log_z
-        return ais.frame_log_likelihood(v, W, bv, bh, log_z)
+    def backward(betas: int, rows: np.ndarray) -> np.ndarray:
+        runs = annealing_runs(settings.raise_runs, betas, settings, MIN_LONG_RUNS[1])
+        log_z = ais.raise_run(W, bv[rows], bh[rows], v[rows], n_runs=runs, n_betas=betas, base_bv=None if base is None else base[rows], seed=seed).log_z
+        return ais.frame_log_likelihood(v[rows], W, bv[rows], bh[rows], log_z)
 
-    # Until they agree: RAISE's temperatures double first (a tenth of AIS's cost per temperature),
-    # up to RAISE_AHEAD times AIS's; then AIS's double.
-    cap = settings.ais_betas
-    betas_ais = betas_raise = cap if settings.gap_tolerance == 0 else min(settings.start_betas, cap)
-    ll_ais, ll_raise = forward(betas_ais), backward(betas_raise)
-    annealed = settings.ais_runs * (betas_ais - 1) + settings.raise_runs * (betas_raise - 1)  # sweeps per frame
-    while abs(np.mean(ll_ais - ll_raise)) > settings.gap_tolerance:
-        if betas_raise < min(cap, RAISE_AHEAD * betas_ais):
-            betas_raise = min(2 * betas_raise, cap)
-            ll_raise = backward(betas_raise)
-            annealed += settings.raise_runs * (betas_raise - 1)
-        elif betas_ais < cap:
-            betas_ais = min(2 * betas_ais, cap)
-            ll_ais = forward(betas_ais)
-            annealed += settings.ais_runs * (betas_ais - 1)
-        else:
-            break
+    every = np.arange(len(v))
+    start = (settings.ais_betas,) * 2 if settings.gap_tolerance == 0 else (min(settings.start_betas, settings.ais_betas),) * 2
+    pilot_sweeps = 0.0
+    if settings.gap_tolerance > 0 and len(v) >= 2 * PILOT_FRAMES:
+        # A pilot on 50 evenly spread frames finds the temperatures the shard needs, so the
+        # whole shard's doublings (each a fresh annealing) start there rather than at start_betas.
+        pilot = np.linspace(0, len(v) - 1, PILOT_FRAMES).round().astype(int)
+        start, _, _, pilot_sweeps = _anneal_until_agreed(forward, backward, pilot, start, settings)
+        pilot_sweeps *= len(pilot) / len(v)
+    (betas_ais, betas_raise), ll_ais, ll_raise, annealed = _anneal_until_agreed(forward, backward, every, start, settings)
+    annealed += pilot_sweeps
     sampled = (settings.acc_samples + MIXING_CHECK_SAMPLES * len(checked) / len(v)) * settings.acc_gibbs_k
     return {
         "ll_ais": ll_ais,
@@ -193,6 +197,43 @@ def score_shard(W: np.ndarray, v: np.ndarray, bv: np.ndarray, bh: np.ndarray, se
         "betas": np.array([betas_ais, betas_raise]),
         "sweeps": np.array(annealed + sampled),  # Gibbs sweeps per frame, every annealing tried included
     }
+
+
+def annealing_runs(runs: int, betas: int, settings: EvalSettings, least: int) -> int:
+    """Runs of an annealing with `betas` temperatures: `runs` up to settings.ais_betas; past it
+    (up to max_betas) the runs shrink as the temperatures grow, to no fewer than `least`, so a
+    longer pass costs about what one at ais_betas does. log Z's bias falls with runs x betas,
+    and a sharp model needs the temperatures more than the runs (docs/results.md, 6.4)."""
+    if betas <= settings.ais_betas:
+        return runs
+    return max(least, round(runs * settings.ais_betas / betas))
+
+
+def _anneal_until_agreed(forward, backward, rows: np.ndarray, start: tuple[int, int], settings: EvalSettings):
+    """AIS's and RAISE's per-frame log-likelihoods of `rows`, their temperatures doubled from
+    `start` until their mean NLLs agree within settings.gap_tolerance or the cap is reached.
+    RAISE's double first (a tenth of AIS's cost per temperature), up to RAISE_AHEAD times AIS's;
+    then AIS's. Returns ((betas_ais, betas_raise), ll_ais, ll_raise, sweeps per frame)."""
+    cap = max(settings.ais_betas, settings.max_betas)
+    betas_ais, betas_raise = start
+    ll_ais, ll_raise = forward(betas_ais, rows), backward(betas_raise, rows)
+
+    def cost(runs: int, betas: int, least: int) -> float:
+        return annealing_runs(runs, betas, settings, least) * (betas - 1)
+
+    sweeps = cost(settings.ais_runs, betas_ais, MIN_LONG_RUNS[0]) + cost(settings.raise_runs, betas_raise, MIN_LONG_RUNS[1])
+    while settings.gap_tolerance > 0 and abs(np.mean(ll_ais - ll_raise)) > settings.gap_tolerance:
+        if betas_raise < min(cap, RAISE_AHEAD * betas_ais):
+            betas_raise = min(2 * betas_raise, cap)
+            ll_raise = backward(betas_raise, rows)
+            sweeps += cost(settings.raise_runs, betas_raise, MIN_LONG_RUNS[1])
+        elif betas_ais < cap:
+            betas_ais = min(2 * betas_ais, cap)
+            ll_ais = forward(betas_ais, rows)
+            sweeps += cost(settings.ais_runs, betas_ais, MIN_LONG_RUNS[0])
+        else:
+            break
+    return (betas_ais, betas_raise), ll_ais, ll_raise, sweeps
 
 
 def _shard_task(W, v, bv, bh, settings: EvalSettings, seed: int, resources: Resources | None) -> dict:

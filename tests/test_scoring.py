@@ -192,3 +192,67 @@ def _cluster_scenario(run_dir: str, data: str) -> None:
 
 if __name__ == "__main__":
     _cluster_scenario(sys.argv[1], sys.argv[2])
+
+
+def _sharp_rbms(frames: int = 120):
+    """A small RBM with strong weights, whose AIS and RAISE need many temperatures to agree."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    W = rng.normal(0, 1.5, (20, 12)).astype(np.float32)
+    bv = np.tile(rng.normal(-2, 1, 20), (frames, 1)).astype(np.float32)
+    bh = np.tile(rng.normal(-1, 1, 12), (frames, 1)).astype(np.float32)
+    return W, rng.random((frames, 20)) < 0.2, bv, bh
+
+
+def test_past_ais_betas_a_shard_doubles_on_with_fewer_runs_until_ais_and_raise_agree():
+    import numpy as np
+
+    from rbmsearch.scoring import MIN_LONG_RUNS, annealing_runs, score_shard
+
+    W, v, bv, bh = _sharp_rbms()
+    capped = EvalSettings(ais_runs=20, ais_betas=20, start_betas=5, acc_samples=2, acc_gibbs_k=20, raise_runs=4)
+    short = score_shard(W, v, bv, bh, capped, seed=0)
+    assert list(short["betas"]) == [20, 20] and abs(np.mean(short["ll_ais"] - short["ll_raise"])) > 0.2  # the cap stops it unpinned
+    long = EvalSettings(**{**capped.__dict__, "max_betas": 640})
+    result = score_shard(W, v, bv, bh, long, seed=0)
+    betas_ais, betas_raise = result["betas"]
+    assert betas_ais > 20 and betas_raise > 20 and max(betas_ais, betas_raise) <= 640
+    assert abs(np.mean(result["ll_ais"] - result["ll_raise"])) <= 0.05
+    # Each longer pass costs about what one at ais_betas does, and every pass is counted.
+    assert annealing_runs(20, 20, long, MIN_LONG_RUNS[0]) == 20 and annealing_runs(20, 80, long, MIN_LONG_RUNS[0]) == 10
+    assert annealing_runs(4, 160, long, MIN_LONG_RUNS[1]) == 2
+    final = annealing_runs(20, betas_ais, long, MIN_LONG_RUNS[0]) * (betas_ais - 1) + annealing_runs(4, betas_raise, long, MIN_LONG_RUNS[1]) * (betas_raise - 1)
+    assert result["sweeps"] > final + long.acc_samples * long.acc_gibbs_k
+
+
+def test_a_pilot_starts_a_large_shard_near_the_temperatures_it_needs():
+    from rbmsearch import scoring
+
+    W, v, bv, bh = _sharp_rbms(200)
+    settings = EvalSettings(ais_runs=20, ais_betas=20, start_betas=5, acc_samples=2, acc_gibbs_k=20, raise_runs=4, max_betas=640)
+    calls = []
+    real = scoring._anneal_until_agreed
+
+    def spy(forward, backward, rows, start, s):
+        out = real(forward, backward, rows, start, s)
+        calls.append((len(rows), start, out[0]))
+        return out
+
+    scoring._anneal_until_agreed = spy
+    try:
+        scoring.score_shard(W, v, bv, bh, settings, seed=0)
+    finally:
+        scoring._anneal_until_agreed = real
+    (pilot_rows, pilot_start, pilot_end), (rows, start, _) = calls
+    assert (pilot_rows, rows) == (scoring.PILOT_FRAMES, 200)
+    assert pilot_start == (5, 5) and start == pilot_end and start[0] > 5  # the whole shard starts where the pilot agreed
+
+
+def test_max_betas_below_ais_betas_is_refused():
+    from rbmsearch.config import ConfigError, TrainConfig
+
+    with pytest.raises(ValueError, match="max_betas to be 0 or at least ais_betas"):
+        EvalSettings(ais_betas=100, max_betas=50)
+    with pytest.raises(ConfigError, match="eval_max_betas"):
+        TrainConfig(eval_ais_betas=100, eval_max_betas=50)
