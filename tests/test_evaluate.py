@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from rbmsearch.data import Dataset
+from rbmsearch.data import Dataset, read_dataset
 from rbmsearch.evaluate import EvalSettings, evaluate, evaluate_run
 from rbmsearch.run import load_run
 
@@ -100,34 +100,39 @@ def run_evaluate(*args: str) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_evaluate_cli_rebuilds_the_model_from_the_run_directory_alone(tiny_run, tmp_path):
     tiny_run = shutil.copytree(tiny_run, tmp_path / "run")  # the command keeps its shards in RUN_DIR/eval
-    out = run_evaluate(str(tiny_run), "--split", "valid", "--ais-runs", "4", "--ais-betas", "20", "--acc-samples", "2")
-    assert out.returncode == 0, out.stderr
-    result = json.loads(out.stdout.splitlines()[-1])
-    assert result["split"] == "valid" and result["ais_runs"] == 4 and result["ais_betas"] == 20
-    assert result["run_dir"] == str(tiny_run) and result["data"] == json.loads((tiny_run / "config.json").read_text())["data"]["path"]
-    assert 0 < result["nll"] < 88 * math.log(2) and 0 <= result["acc"] <= 1 and 0 <= result["acc_frame_mean"] <= 1
-    assert 0 < result["nll_raise"] < 88 * math.log(2) and 0 <= result["acc_annealed"] <= 1 and result["raise_runs"] == 10
-    assert 0 <= result["acc_decoded"] <= 1 and 0 < result["acc_decoded_threshold"] <= 1 and 0 <= result["acc_repeat"] <= 1
-
-
-@pytest.mark.slow
-def test_evaluate_cli_smoke(tiny_run, tmp_path):
-    tiny_run = shutil.copytree(tiny_run, tmp_path / "run")
     out = run_evaluate(str(tiny_run), "--ais-runs", "2", "--ais-betas", "10", "--acc-samples", "1", "--acc-gibbs-k", "5", "--raise-runs", "2")
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.splitlines()[-1])  # the last line is one JSON object
     assert result["split"] == "test"  # the default split
     assert (result["ais_runs"], result["ais_betas"], result["acc_samples"], result["acc_gibbs_k"], result["raise_runs"]) == (2, 10, 1, 5, 2)
-    assert math.isfinite(result["nll"]) and math.isfinite(result["nll_raise"]) and result["frames"] > 0
+    assert result["run_dir"] == str(tiny_run) and result["data"] == json.loads((tiny_run / "config.json").read_text())["data"]["path"]
+    assert 0 < result["nll"] < 88 * math.log(2) and 0 <= result["acc"] <= 1 and 0 <= result["acc_frame_mean"] <= 1
+    assert 0 < result["nll_raise"] < 88 * math.log(2) and 0 <= result["acc_annealed"] <= 1 and result["frames"] > 0
+    assert 0 <= result["acc_decoded"] <= 1 and 0 < result["acc_decoded_threshold"] <= 1 and 0 <= result["acc_repeat"] <= 1
     assert not any(line.startswith("{") for line in out.stderr.splitlines())  # messages go to stderr, the result alone to stdout
 
 
-@pytest.mark.slow
-def test_evaluate_cli_refuses_settings_the_annealing_cannot_use(tiny_run, tmp_path):
+def test_evaluate_cli_scores_another_split_with_the_default_raise_runs(tiny_run, tmp_path, capsys):
+    from rbmsearch.evaluate import main
+
     tiny_run = shutil.copytree(tiny_run, tmp_path / "run")
-    out = run_evaluate(str(tiny_run), "--ais-betas", "1", "--acc-samples", "1", "--acc-gibbs-k", "1")
-    assert out.returncode == 1 and "error: " in out.stderr and "n_betas" in out.stderr
-    assert out.stdout.strip() == ""
+    main([str(tiny_run), "--split", "valid", "--ais-runs", "4", "--ais-betas", "20", "--acc-samples", "2", "--acc-gibbs-k", "20"])
+    result = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert result["split"] == "valid" and result["ais_runs"] == 4 and result["ais_betas"] == 20 and result["raise_runs"] == 10
+    assert result["frames"] == sum(len(r) for r in read_dataset(result["data"]).rolls("valid"))
+
+
+def test_evaluate_cli_refuses_settings_the_annealing_cannot_use(tiny_run, tmp_path, capsys):
+    from rbmsearch.evaluate import main
+
+    tiny_run = shutil.copytree(tiny_run, tmp_path / "run")
+    with pytest.raises(SystemExit) as info:
+        main([str(tiny_run), "--ais-betas", "1", "--acc-samples", "1", "--acc-gibbs-k", "1"])
+    assert str(info.value.code).startswith("error: ") and "n_betas" in str(info.value.code)
+    assert capsys.readouterr().out.strip() == ""
+    with pytest.raises(SystemExit) as info:
+        main([str(tiny_run), "--ais-betas", "100", "--max-betas", "50"])
+    assert "max_betas to be 0 or at least ais_betas (100), but got 50" in str(info.value.code)
 
 
 @pytest.mark.slow
