@@ -523,7 +523,7 @@ class RnnRbm(tf.Module):
         and a longer run extends a shorter one (frame t's noise does not depend on n_steps).
 
         Frames are made in chunks of C (see `_chunk_frames`): the chunk's uniforms come
-        from TF's Philox kernel, then `sample_chunk` runs as one XLA program, compiled once
+        from `noise.uniform16`, then `sample_chunk` runs as one XLA program, compiled once
         per (n_samples, k) and reused for any n_steps, seed or primer. compiled=False runs
         the same code eagerly (slow; for tests and debugging).
         """
@@ -553,12 +553,10 @@ class RnnRbm(tf.Module):
         return np.concatenate(chunks, axis=1)[:, :n_steps]
 
     def _next_chunk(self, state, seed, index, n_c: int, k: int, xla: bool):
-        """Chunk `index` of `generate`: its (C, k, B, n_h + n_v) uniforms, drawn by TF's
-        Philox kernel (2x faster than XLA's), then `sample_chunk`, XLA-compiled if `xla`."""
-        noise = tf.random.stateless_uniform(
-            (n_c, k, state.shape[0], self.config.n_hidden + self.config.n_visible),
-            seed=tf.random.experimental.stateless_fold_in(seed, index), alg=_RNG_ALG,
-        )  # fmt: skip
+        """Chunk `index` of `generate`: its (C, k, B, n_h + n_v) uniforms (`noise.uniform16`,
+        drawn outside XLA), then `sample_chunk`, XLA-compiled if `xla`."""
+        shape = (n_c, k, state.shape[0], self.config.n_hidden + self.config.n_visible)
+        noise = uniform16(shape, tf.random.experimental.stateless_fold_in(seed, index))
         sample = self._compiled("sample_chunk", jit_compile=True) if xla else self.sample_chunk
         return sample(state, noise)  # (B, C, n_v), (B, S)
 
