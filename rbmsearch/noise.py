@@ -33,10 +33,10 @@ def _fmix32(x: tf.Tensor) -> tf.Tensor:
 def uniform16(shape, seed) -> tf.Tensor:
     """float32 uniforms in (0, 1) of `shape` (a 1-D int tensor or list) at 16-bit resolution,
     a pure function of `seed` ((2,) int64, as `tf.random.stateless_uniform` takes)."""
-    shape = tf.cast(shape, tf.int64)
+    shape = tf.cast(shape, tf.int32)  # shape arithmetic in int32: host memory on a GPU
     count = tf.reduce_prod(shape)
     keys = tf.reshape(tf.bitcast(tf.cast(seed, tf.int64), tf.uint32), [4])  # the seed's 128 bits
-    index = tf.cast(tf.range((count + 1) // 2, dtype=tf.int64), tf.uint32)  # int64: the GPU's Range kernel
+    index = tf.cast(tf.range(tf.cast((count + 1) // 2, tf.int64), dtype=tf.int64), tf.uint32)  # int64: the GPU has that Range kernel
     words = _fmix32(index * tf.constant(_GOLDEN, tf.uint32) + tf.bitwise.bitwise_xor(keys[0], keys[2]))
     words = _fmix32(tf.bitwise.bitwise_xor(words, tf.bitwise.bitwise_xor(keys[1], keys[3])))
     halves = tf.reshape(tf.bitcast(words, tf.uint16), [-1])[:count]  # two 16-bit draws per word
