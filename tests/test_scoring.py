@@ -190,9 +190,6 @@ def _cluster_scenario(run_dir: str, data: str) -> None:
     print(json.dumps({"alone": alone, "both": both, "killed": outcome, "killed_pid": killed_pid, "workers": ids}))
 
 
-if __name__ == "__main__":
-    _cluster_scenario(sys.argv[1], sys.argv[2])
-
 
 def _sharp_rbms(frames: int = 120):
     """A small RBM with strong weights, whose AIS and RAISE need many temperatures to agree."""
@@ -256,3 +253,7 @@ def test_max_betas_below_ais_betas_is_refused():
         EvalSettings(ais_betas=100, max_betas=50)
     with pytest.raises(ConfigError, match="eval_max_betas"):
         TrainConfig(eval_ais_betas=100, eval_max_betas=50)
+
+
+if __name__ == "__main__":
+    _cluster_scenario(sys.argv[1], sys.argv[2])
