@@ -16,6 +16,7 @@ many epochs: `python -m pytest -m "not slow"` is the quick loop, `python -m pyte
 
 from __future__ import annotations
 
+import re
 import struct
 from collections.abc import Mapping
 from pathlib import Path
@@ -175,3 +176,18 @@ def read_png_size(path) -> tuple[int, int]:
 def png_size():
     """png_size(path) -> (width, height) of a PNG file."""
     return read_png_size
+
+
+@pytest.fixture
+def lean_smoke(tmp_path) -> Path:
+    """The smoke space with the cheapest end stage (one trial rendered, one sample, nothing to
+    compare), written to a file: for tests of a search's resume, not of what it leaves."""
+    from rbmsearch.space import shipped_spaces
+
+    text = shipped_spaces()["smoke"].read_text()
+    for key, value in (("samples", 1), ("references", 0), ("continuations", 0), ("render_top", 1)):
+        text, n = re.subn(rf"^  {key}: \d+$", f"  {key}: {value}", text, flags=re.M)
+        assert n == 1, key
+    path = tmp_path / "lean-smoke.yaml"
+    path.write_text(text)
+    return path

@@ -132,73 +132,12 @@ def optuna_trials(db: Path) -> list[tuple[str, float | None]]:
 
 
 @pytest.mark.slow
-def test_tiny_search_on_local_ray(ray_address, tmp_path, toy_parquet):
-    from rbmsearch.tune import run_search
-
-    space = load_space(SMOKE).with_settings(num_samples=4, max_epochs=2)
-    experiment, results = run_search(space, str(toy_parquet), str(tmp_path), name="tiny", progress=False)
-    assert experiment == f"{tmp_path}/tiny"
-    assert len(results) == 4 and results.num_terminated == 4 and results.num_errors == 0
-    exp = Path(experiment)
-
-    best = json.loads((exp / "best.json").read_text())
-    valid = [r.metrics_dataframe["valid_monitor"].min() for r in results]
-    assert best["metrics"]["valid_monitor"] == pytest.approx(min(valid))
-    assert math.isfinite(best["metrics"]["test_nll"]) and 0 <= best["metrics"]["test_acc"] <= 1
-    assert best["config"]["eval_ais_runs"] == 4 and best["config"]["epochs"] == 2
-    assert set(best["params"]) == {"n_hidden", "n_recurrent", "cd_k", "learning_rate", "optimizer"}
-    assert Path(best["checkpoint"]).is_dir() and (exp / "best_run/params.npz").is_file()
-    assert json.loads((exp / "best_run/metrics.json").read_text())["test_nll"] == best["metrics"]["test_nll"]
-    # The final score ran as Ray tasks (not in the driver), with its interval, and left its shards.
-    assert best["test_eval"]["workers"] == "ray" and sum(best["test_eval"]["shards_by_node"].values()) == best["test_eval"]["shards"]
-    assert 0 < best["metrics"]["test_nll_ci95"] < 5
-    assert len(list((exp / "eval").glob("test-*/shard-*.npz"))) == best["test_eval"]["shards"]
-    # TensorBoard: Ray's logger writes each trial's events; train's own writer stays off in trials,
-    # so checkpoints carry no second copy.
-    assert len(list(exp.glob("trial_*/events.out.tfevents.*"))) == 4
-    assert not list(exp.glob("trial_*/checkpoint_*/tensorboard"))
-
-    # The best 2 trials are rendered (smoke: render_top 2, 2 samples of 8 quarters each), best first, and the
-    # gallery shows each of them.
-    best_samples = exp / "samples" / f"trial_{best['trial_id']}"
-    assert best["samples"] == [f"{experiment}/samples/trial_{best['trial_id']}/sample_{i}.mid" for i in range(2)]
-    for path in best["samples"]:
-        roll = read_midi(path, steps_per_quarter=4).roll
-        assert roll.shape[1] == NUM_PITCHES and len(roll) <= 8 * 4
-    rendered = sorted(p.name for p in (exp / "samples").iterdir())
-    assert len(rendered) == 2 and best_samples.name in rendered
-    page = (exp / "index.html").read_text()
-    for folder in rendered:
-        assert all(f"samples/{folder}/sample_{i}.wav" in page for i in range(2))
-        stats = json.loads((exp / "samples" / folder / "stats.json").read_text())
-        compared = (len(stats["references"]), len(stats["continuations"]))
-        assert compared == ((1, 1) if folder == best_samples.name else (0, 0))  # the training piece and a continuation, once
-    assert page.index(f"samples/{best_samples.name}/sample_0.wav") < page.index('<table class="sortable">')  # the music first
-    assert "history.png" in page and "learning_curves.png" in page
-
-    trials = optuna_trials(exp / "optuna.db")
-    by_epochs = {t["epochs"] for t in json.loads((exp / "trials.json").read_text())}
-    # Optuna stores a PRUNED trial's last per-epoch value as its value.
-    assert len(trials) == 4 and all(state in ("COMPLETE", "PRUNED") and math.isfinite(value) for state, value in trials)
-    assert ("PRUNED" in {state for state, _ in trials}) == (1 in by_epochs)  # ASHA-stopped trials are PRUNED
-    for png in ("history.png", "importance.png"):
-        assert (exp / png).read_bytes()[:4] == b"\x89PNG"
-    table = json.loads((exp / "trials.json").read_text())
-    assert [t["status"] for t in table] == ["TERMINATED"] * 4
-    assert all(set(t["params"]) == set(best["params"]) for t in table)
-    by_trial = {Path(r.path).name.removeprefix("trial_"): r for r in results}
-    for t in table:  # learning curves for the gallery: the metric of every reported epoch
-        frame = by_trial[t["trial_id"]].metrics_dataframe
-        assert t["history"] == {str(int(e)): pytest.approx(m) for e, m in zip(frame["epoch"], frame["valid_monitor"])}
-
-
-@pytest.mark.slow
 def test_nan_trial_errors_with_its_parameters_and_the_search_goes_on(ray_address, tmp_path, toy_parquet):
     from rbmsearch.tune import run_search
 
     text = """
 search: {num_samples: 3, max_epochs: 2, grace_period: 2, max_failures: 1, acc_frames: 50, samples: 1,
-         sample_quarters: 4, first_trial_at_defaults: true, seed: 3}
+         sample_quarters: 4, references: 0, continuations: 0, render_top: 1, first_trial_at_defaults: true, seed: 3}
 fixed: {pretrain_epochs: 0, optimizer: sgd, n_hidden: 8, n_recurrent: 4, cd_k: 1, window: 16, batch_size: 4,
         eval_ais_runs: 2, eval_ais_betas: 10, eval_acc_samples: 1}
 params:
@@ -267,16 +206,26 @@ enqueue:
 
 
 @pytest.mark.slow
-def test_optuna_study_is_readable_while_the_search_runs_with_pruned_and_complete_trials(ray_address, tmp_path, toy_parquet):
-    """optuna.db is written as trials end: this process reads it mid-search (the search runs in
-    another). ASHA-stopped trials are PRUNED, full-length ones COMPLETE with their best epoch's
-    value, each with per-epoch values, real start and end times, and its Ray trial id."""
+def test_tiny_search_on_local_ray_from_the_command_line(ray_address, tmp_path, toy_parquet):
+    """One real search of 6 trials (one process runs it, this one watches), and all it leaves:
+
+    - optuna.db is written as trials end, readable mid-search; ASHA-stopped trials are PRUNED,
+      full-length ones COMPLETE with their best epoch's value, per-epoch values, real start and
+      end times and the Ray trial id;
+    - best.json, the best run and its test score (as Ray tasks, with its interval and shards);
+    - TensorBoard events, trials.json with every epoch's metric, the plots;
+    - the samples of the best 2 trials (smoke: render_top 2), the comparisons once, the page
+      with the music first;
+    - a console without TensorFlow's start-up lines, a line per ended trial, few lines in all.
+    """
     import optuna
+    from ray.tune import ExperimentAnalysis, ResultGrid
 
     args = ["--data", str(toy_parquet), "--space", str(SMOKE), "--storage", str(tmp_path), "--name", "live",
             "--num-samples", "6", "--max-epochs", "3", "--address", ray_address]  # fmt: skip
     proc = subprocess.Popen([sys.executable, "-m", "rbmsearch.tune", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **RAY_ENV})  # fmt: skip
-    db = tmp_path / "live" / "optuna.db"
+    exp = tmp_path / "live"
+    db = exp / "optuna.db"
     seen_mid_search, deadline = [], time.monotonic() + 240
     while proc.poll() is None and time.monotonic() < deadline:
         if db.is_file():
@@ -290,20 +239,68 @@ def test_optuna_study_is_readable_while_the_search_runs_with_pruned_and_complete
     log = proc.communicate(timeout=300)[0]
     assert proc.returncode == 0, log
     assert seen_mid_search, "no finished trial could be read from optuna.db while the search ran"
+
+    # The study.
     trials = optuna.load_study(study_name="live", storage=f"sqlite:///{db}").trials
     states = [t.state.name for t in trials]
     assert len(trials) == 6 and "PRUNED" in states and "COMPLETE" in states and set(states) <= {"PRUNED", "COMPLETE"}, states
-    table = {t["trial_id"]: t for t in json.loads((tmp_path / "live" / "trials.json").read_text())}
+    table = {t["trial_id"]: t for t in json.loads((exp / "trials.json").read_text())}
     for t in trials:
         row = table[t.user_attrs["ray_trial_id"]]
         assert t.user_attrs["epochs"] == row["epochs"] and (t.state.name == "COMPLETE") == (row["epochs"] == 3)
         assert sorted(t.intermediate_values) == list(range(1, row["epochs"] + 1))  # one value per epoch
-        assert t.datetime_complete > t.datetime_start
+        assert t.datetime_complete > t.datetime_start and math.isfinite(t.value)
         if t.state.name == "COMPLETE":  # the best epoch's value, as the table has it
             assert t.value == pytest.approx(min(t.intermediate_values.values())) == pytest.approx(row["best"]["valid_monitor"])
-    assert "curves:    tensorboard --logdir" in log
+
+    # The results: best.json, the best run, its test score.
+    results = ResultGrid(ExperimentAnalysis(str(exp)))
+    assert len(results) == 6 and results.num_errors == 0
+    best = json.loads((exp / "best.json").read_text())
+    valid = [r.metrics_dataframe["valid_monitor"].min() for r in results]
+    assert best["metrics"]["valid_monitor"] == pytest.approx(min(valid))
+    assert math.isfinite(best["metrics"]["test_nll"]) and 0 <= best["metrics"]["test_acc"] <= 1
+    assert best["config"]["eval_ais_runs"] == 4 and best["config"]["epochs"] == 3
+    assert set(best["params"]) == {"n_hidden", "n_recurrent", "cd_k", "learning_rate", "optimizer"}
+    assert Path(best["checkpoint"]).is_dir() and (exp / "best_run/params.npz").is_file()
+    assert json.loads((exp / "best_run/metrics.json").read_text())["test_nll"] == best["metrics"]["test_nll"]
+    # The final score ran as Ray tasks (not in the driver), with its interval, and left its shards.
+    assert best["test_eval"]["workers"] == "ray" and sum(best["test_eval"]["shards_by_node"].values()) == best["test_eval"]["shards"]
+    assert 0 < best["metrics"]["test_nll_ci95"] < 5
+    assert len(list((exp / "eval").glob("test-*/shard-*.npz"))) == best["test_eval"]["shards"]
+    # TensorBoard: Ray's logger writes each trial's events; train's own writer stays off in trials,
+    # so checkpoints carry no second copy.
+    assert len(list(exp.glob("trial_*/events.out.tfevents.*"))) == 6
+    assert not list(exp.glob("trial_*/checkpoint_*/tensorboard"))
+    assert [t["status"] for t in table.values()] == ["TERMINATED"] * 6
+    assert all(set(t["params"]) == set(best["params"]) for t in table.values())
+    by_trial = {Path(r.path).name.removeprefix("trial_"): r for r in results}
+    for t in table.values():  # learning curves for the gallery: the metric of every reported epoch
+        frame = by_trial[t["trial_id"]].metrics_dataframe
+        assert t["history"] == {str(int(e)): pytest.approx(m) for e, m in zip(frame["epoch"], frame["valid_monitor"])}
+    for png in ("history.png", "importance.png"):
+        assert (exp / png).read_bytes()[:4] == b"\x89PNG"
+
+    # The samples and the page.
+    best_samples = exp / "samples" / f"trial_{best['trial_id']}"
+    assert best["samples"] == [f"{exp}/samples/trial_{best['trial_id']}/sample_{i}.mid" for i in range(2)]
+    for path in best["samples"]:
+        roll = read_midi(path, steps_per_quarter=4).roll
+        assert roll.shape[1] == NUM_PITCHES and len(roll) <= 8 * 4
+    rendered = sorted(p.name for p in (exp / "samples").iterdir())
+    assert len(rendered) == 2 and best_samples.name in rendered
+    page = (exp / "index.html").read_text()
+    for folder in rendered:
+        assert all(f"samples/{folder}/sample_{i}.wav" in page for i in range(2))
+        stats = json.loads((exp / "samples" / folder / "stats.json").read_text())
+        compared = (len(stats["references"]), len(stats["continuations"]))
+        assert compared == ((1, 1) if folder == best_samples.name else (0, 0))  # the training piece and a continuation, once
+    assert page.index(f"samples/{best_samples.name}/sample_0.wav") < page.index('<table class="sortable">')  # the music first
+    assert "history.png" in page and "learning_curves.png" in page
+
     # The console: no TensorFlow start-up lines from the driver or the 6 trials' workers, one
     # line per ended trial, and the whole search in few lines (Ray's tables are for --verbose).
+    assert "curves:    tensorboard --logdir" in log
     from rbmsearch.console import TF_STARTUP_NOISE
 
     lines = log.splitlines()
@@ -325,8 +322,8 @@ def done_trials(experiment: Path) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_interrupted_driver_resumes_without_losing_finished_trials(ray_address, tmp_path, toy_parquet):
-    args = ["--data", str(toy_parquet), "--space", str(SMOKE), "--storage", str(tmp_path), "--name", "resume",
+def test_interrupted_driver_resumes_without_losing_finished_trials(ray_address, tmp_path, toy_parquet, lean_smoke):
+    args = ["--data", str(toy_parquet), "--space", str(lean_smoke), "--storage", str(tmp_path), "--name", "resume",
             "--num-samples", "4", "--max-epochs", "2", "--address", ray_address]  # fmt: skip
     exp = tmp_path / "resume"
     proc = subprocess.Popen([sys.executable, "-m", "rbmsearch.tune", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **RAY_ENV})  # fmt: skip

@@ -100,8 +100,8 @@ def _epochs(experiment: Path) -> dict[str, list[int]]:
 
 
 @pytest.mark.slow
-def test_a_search_whose_driver_was_killed_resumes_reporting_each_epoch_once(tmp_path, toy_parquet, kill_after_epoch=2):
-    args = ["--data", str(toy_parquet), "--space", "smoke", "--storage", str(tmp_path), "--name", "k",
+def test_a_search_whose_driver_was_killed_resumes_reporting_each_epoch_once(tmp_path, toy_parquet, lean_smoke, kill_after_epoch=2):
+    args = ["--data", str(toy_parquet), "--space", str(lean_smoke), "--storage", str(tmp_path), "--name", "k",
             "--num-samples", "2", "--max-epochs", "5", "--cpus-per-trial", "1"]  # fmt: skip
     env = {**os.environ, **RAY_ENV}
     experiment = tmp_path / "k"
