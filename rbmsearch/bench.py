@@ -242,12 +242,20 @@ def bench_train(args: argparse.Namespace) -> dict:
 
     if args.reference and not Path(args.reference).is_file():
         raise BenchError(f"--reference {args.reference}: no such file; pass the path of the reference training script.")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise BenchError(f"--threads must be at least 1, but got {args.threads}.")
+        import tensorflow as tf
+
+        # Before any op runs: what a search trial with this many CPUs gets (workers.configure_process).
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     devices = select_device(args.device)
     rolls = _load_dataset(args.source).rolls("train")
     paper = TrainConfig(**PAPER_SIZE).with_overrides(args.set)
     with tempfile.TemporaryDirectory(prefix="rbmsearch-bench-") as tmp:
         reference = (args.reference, _as_pickle(args.source, Path(tmp))) if args.reference else None
-        figures = {"source": args.source, "device": args.device, "runs": args.runs, "epochs_per_run": args.epochs}
+        figures = {"source": args.source, "device": args.device, "threads": args.threads or "all", "runs": args.runs, "epochs_per_run": args.epochs}
         figures.update(_train_figures(paper, rolls, args.epochs, args.runs, reference))
         if not args.paper_only:
             figures["default_config"] = _train_figures(TrainConfig(), rolls, args.epochs, args.runs, None)
@@ -458,6 +466,7 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--reference", metavar="PATH", help="a reference training script to run on the same data, alternating (e.g. the TF-1 RNN-RBM)")
     train.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="gpu: refuse when none is visible; cpu: hide the GPUs")
     train.add_argument("--paper-only", action="store_true", help="skip the default configuration")
+    train.add_argument("--threads", type=int, help="TensorFlow's threads, as a search trial with that many CPUs has (default: every core)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrainConfig field of the paper-size run")
     generate = commands.add_parser("generate", help="generation throughput")
     generate.add_argument("--steps", type=int, default=500, help="frames per sample")

@@ -82,11 +82,12 @@ def test_model_limit_times_the_products_it_is_given():
 def test_bench_train_reports_both_configurations_and_the_reference_ratio(tmp_path, toy_parquet):
     script = tmp_path / "reference.py"
     script.write_text(REFERENCE)
-    command = [sys.executable, "-m", "rbmsearch.bench", "train", "--source", str(toy_parquet), "--epochs", "1", "--runs", "2", "--reference", str(script), "--set", "cd_k=2"]  # fmt: skip
+    command = [sys.executable, "-m", "rbmsearch.bench", "train", "--source", str(toy_parquet), "--epochs", "1", "--runs", "2", "--threads", "1",
+               "--reference", str(script), "--set", "cd_k=2"]  # fmt: skip
     out = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     figures = json.loads(out.stdout.splitlines()[-1])
-    assert figures["config"]["cd_k"] == 2 and figures["default_config"]["config"]["cd_k"] == 3
+    assert figures["config"]["cd_k"] == 2 and figures["default_config"]["config"]["cd_k"] == 3 and figures["threads"] == 1
     for f in (figures, figures["default_config"]):
         assert f["frames_per_s"] in f["frames_per_s_runs"] and len(f["frames_per_s_runs"]) == 2
         assert f["roofline_fraction"] == pytest.approx(f["achieved_gflops"] / f["limit_gflops"], abs=0.002)
@@ -96,6 +97,10 @@ def test_bench_train_reports_both_configurations_and_the_reference_ratio(tmp_pat
     assert "reference_ratio" not in figures["default_config"]
     missing = subprocess.run(command[:-4] + ["--reference", str(tmp_path / "nope.py")], capture_output=True, text=True, timeout=600)
     assert missing.returncode == 1 and "nope.py: no such file" in missing.stderr
+    from rbmsearch.bench import main as bench_main
+
+    with pytest.raises(SystemExit, match="--threads must be at least 1, but got 0"):
+        bench_main(["train", "--source", str(toy_parquet), "--threads", "0"])
     gpu = subprocess.run([sys.executable, "-m", "rbmsearch.bench", "generate", "--device", "gpu", "--steps", "4", "--repeats", "1"], capture_output=True, text=True, timeout=300)
     import tensorflow as tf
 
