@@ -245,11 +245,9 @@ def bench_train(args: argparse.Namespace) -> dict:
     if args.threads is not None:
         if args.threads < 1:
             raise BenchError(f"--threads must be at least 1, but got {args.threads}.")
-        import tensorflow as tf
+        from rbmsearch.workers import set_tf_threads
 
-        # Before any op runs: what a search trial with this many CPUs gets (workers.configure_process).
-        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
+        set_tf_threads(args.threads)  # before any op runs: what a search trial with this many CPUs gets
     devices = select_device(args.device)
     rolls = _load_dataset(args.source).rolls("train")
     paper = TrainConfig(**PAPER_SIZE).with_overrides(args.set)

@@ -84,7 +84,7 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"A positive int must be specified for {name}, but got {value!r}.", key=name)
-        for name in ("pretrain_epochs", "rnn_pretrain_epochs", "cd_k_late", "window", "seed", "eval_frames"):
+        for name in ("pretrain_epochs", "rnn_pretrain_epochs", "cd_k_late", "window", "seed", "eval_frames", "eval_max_betas"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"A non-negative int must be specified for {name}, but got {value!r}.", key=name)
@@ -104,11 +104,11 @@ class TrainConfig:
             raise ConfigError(f"A value in [0, 1) must be specified for dropout, but got {self.dropout!r}.", key="dropout")
         if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, int | float) or not 0 <= self.weight_decay < math.inf:
             raise ConfigError(f"A finite value >= 0 must be specified for weight_decay, but got {self.weight_decay!r}.", key="weight_decay")
-        if isinstance(self.eval_max_betas, bool) or not isinstance(self.eval_max_betas, int) or 0 < self.eval_max_betas < self.eval_ais_betas or self.eval_max_betas < 0:
-            raise ConfigError(f"0 or an int >= eval_ais_betas ({self.eval_ais_betas!r}) must be specified for eval_max_betas, but got {self.eval_max_betas!r}.", key="eval_max_betas")
         for name in ("eval_ais_betas", "monitor_ais_betas"):
             if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int) or getattr(self, name) < 2:
                 raise ConfigError(f"An int >= 2 must be specified for {name}, but got {getattr(self, name)!r}.", key=name)
+        if 0 < self.eval_max_betas < self.eval_ais_betas:
+            raise ConfigError(f"0 or at least eval_ais_betas ({self.eval_ais_betas}) must be specified for eval_max_betas, but got {self.eval_max_betas}.", key="eval_max_betas")
         choices = (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES), ("rnn", RNN_TYPES), ("monitor", MONITORS))
         for name, allowed in choices:
             if getattr(self, name) not in allowed:

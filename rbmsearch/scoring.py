@@ -37,7 +37,7 @@ MIXING_CHECK_SAMPLES = 2  # chains per checked frame started at the true frame, 
 MIXING_CHECK_EVERY = 10  # frames of a shard between two the mixing check looks at
 RAISE_AHEAD = 4  # RAISE may run up to this many times AIS's temperatures before AIS's double
 PILOT_FRAMES = 50  # frames of a shard whose annealing finds the temperatures the whole shard starts at
-MIN_LONG_RUNS = (10, 2)  # the fewest AIS and RAISE runs of an annealing past ais_betas
+MIN_LONG_RUNS = {False: 10, True: 2}  # the fewest AIS (False) and RAISE (True, reverse) runs of an annealing past ais_betas
 # The per-frame arrays of a finished shard, with their dtypes.
 SHARD_ARRAYS = {"ll_ais": np.float64, "ll_raise": np.float64, "marginals": np.float32, "acc_counts": np.float32, "mixing_counts": np.float32, "betas": np.int64, "sweeps": np.float64}
 
@@ -166,13 +166,13 @@ def score_shard(W: np.ndarray, v: np.ndarray, bv: np.ndarray, bh: np.ndarray, se
         marginals[frames] = ais.annealed_marginals(states, log_weights)
 
     def forward(betas: int, rows: np.ndarray) -> np.ndarray:
-        runs = annealing_runs(settings.ais_runs, betas, settings, MIN_LONG_RUNS[0])
+        runs = annealing_runs(settings, betas)
         on_states = weigh if len(rows) == len(v) else None  # the marginals come from the whole shard's pass
         log_z = ais.ais_run(W, bv[rows], bh[rows], n_runs=runs, n_betas=betas, base_bv=None if base is None else base[rows], seed=seed, on_states=on_states).log_z
         return ais.frame_log_likelihood(v[rows], W, bv[rows], bh[rows], log_z)
 
     def backward(betas: int, rows: np.ndarray) -> np.ndarray:
-        runs = annealing_runs(settings.raise_runs, betas, settings, MIN_LONG_RUNS[1])
+        runs = annealing_runs(settings, betas, reverse=True)
         log_z = ais.raise_run(W, bv[rows], bh[rows], v[rows], n_runs=runs, n_betas=betas, base_bv=None if base is None else base[rows], seed=seed).log_z
         return ais.frame_log_likelihood(v[rows], W, bv[rows], bh[rows], log_z)
 
@@ -199,14 +199,16 @@ def score_shard(W: np.ndarray, v: np.ndarray, bv: np.ndarray, bh: np.ndarray, se
     }
 
 
-def annealing_runs(runs: int, betas: int, settings: EvalSettings, least: int) -> int:
-    """Runs of an annealing with `betas` temperatures: `runs` up to settings.ais_betas; past it
-    (up to max_betas) the runs shrink as the temperatures grow, to no fewer than `least`, so a
-    longer pass costs about what one at ais_betas does. log Z's bias falls with runs x betas,
-    and a sharp model needs the temperatures more than the runs (docs/results.md, 6.4)."""
+def annealing_runs(settings: EvalSettings, betas: int, reverse: bool = False) -> int:
+    """Runs of an AIS (reverse: RAISE) annealing with `betas` temperatures: settings.ais_runs
+    (raise_runs) up to settings.ais_betas; past it (up to max_betas) the runs shrink as the
+    temperatures grow, to no fewer than MIN_LONG_RUNS, so a longer pass costs about what one at
+    ais_betas does. log Z's bias falls with runs x betas, and a sharp model needs the
+    temperatures more than the runs (docs/results.md, 6.4)."""
+    runs = settings.raise_runs if reverse else settings.ais_runs
     if betas <= settings.ais_betas:
         return runs
-    return max(least, round(runs * settings.ais_betas / betas))
+    return max(MIN_LONG_RUNS[reverse], round(runs * settings.ais_betas / betas))
 
 
 def _anneal_until_agreed(forward, backward, rows: np.ndarray, start: tuple[int, int], settings: EvalSettings):
@@ -218,19 +220,19 @@ def _anneal_until_agreed(forward, backward, rows: np.ndarray, start: tuple[int, 
     betas_ais, betas_raise = start
     ll_ais, ll_raise = forward(betas_ais, rows), backward(betas_raise, rows)
 
-    def cost(runs: int, betas: int, least: int) -> float:
-        return annealing_runs(runs, betas, settings, least) * (betas - 1)
+    def cost(betas: int, reverse: bool) -> float:  # Gibbs sweeps per frame of one pass
+        return annealing_runs(settings, betas, reverse) * (betas - 1)
 
-    sweeps = cost(settings.ais_runs, betas_ais, MIN_LONG_RUNS[0]) + cost(settings.raise_runs, betas_raise, MIN_LONG_RUNS[1])
+    sweeps = cost(betas_ais, False) + cost(betas_raise, True)
     while settings.gap_tolerance > 0 and abs(np.mean(ll_ais - ll_raise)) > settings.gap_tolerance:
         if betas_raise < min(cap, RAISE_AHEAD * betas_ais):
             betas_raise = min(2 * betas_raise, cap)
             ll_raise = backward(betas_raise, rows)
-            sweeps += cost(settings.raise_runs, betas_raise, MIN_LONG_RUNS[1])
+            sweeps += cost(betas_raise, True)
         elif betas_ais < cap:
             betas_ais = min(2 * betas_ais, cap)
             ll_ais = forward(betas_ais, rows)
-            sweeps += cost(settings.ais_runs, betas_ais, MIN_LONG_RUNS[0])
+            sweeps += cost(betas_ais, False)
         else:
             break
     return (betas_ais, betas_raise), ll_ais, ll_raise, sweeps

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from rbmsearch.console import import_tensorflow
 
-__all__ = ["Resources", "cluster_gpus", "configure_process", "ray_running", "ray_session"]
+__all__ = ["Resources", "cluster_gpus", "configure_process", "ray_running", "ray_session", "set_tf_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -126,12 +126,17 @@ def configure_process(cpus: float, gpus: float) -> None:
     if gpus == 0:
         # TF reads this when it initialises CUDA: a CPU task on a GPU node must not claim a GPU.
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
-    tf = import_tensorflow()  # without its start-up lines: one set per worker process is noise
+    import_tensorflow()  # without its start-up lines: one set per worker process is noise
     # Every trial and shard traces its own model's functions once: TF's retracing warning,
     # which counts traces across models, says nothing here.
     logging.getLogger("tensorflow").addFilter(lambda record: "triggered tf.function retracing" not in record.getMessage())
 
-    threads = max(1, int(cpus))
+    set_tf_threads(max(1, int(cpus)))
+
+
+def set_tf_threads(threads: int) -> None:
+    """Before any TF op runs in this process: TF's intra- and inter-op threads."""
+    tf = import_tensorflow()
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(threads)

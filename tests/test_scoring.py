@@ -205,7 +205,7 @@ def _sharp_rbms(frames: int = 120):
 def test_past_ais_betas_a_shard_doubles_on_with_fewer_runs_until_ais_and_raise_agree():
     import numpy as np
 
-    from rbmsearch.scoring import MIN_LONG_RUNS, annealing_runs, score_shard
+    from rbmsearch.scoring import annealing_runs, score_shard
 
     W, v, bv, bh = _sharp_rbms()
     capped = EvalSettings(ais_runs=20, ais_betas=20, start_betas=5, acc_samples=2, acc_gibbs_k=20, raise_runs=4)
@@ -217,9 +217,9 @@ def test_past_ais_betas_a_shard_doubles_on_with_fewer_runs_until_ais_and_raise_a
     assert betas_ais > 20 and betas_raise > 20 and max(betas_ais, betas_raise) <= 640
     assert abs(np.mean(result["ll_ais"] - result["ll_raise"])) <= 0.05
     # Each longer pass costs about what one at ais_betas does, and every pass is counted.
-    assert annealing_runs(20, 20, long, MIN_LONG_RUNS[0]) == 20 and annealing_runs(20, 80, long, MIN_LONG_RUNS[0]) == 10
-    assert annealing_runs(4, 160, long, MIN_LONG_RUNS[1]) == 2
-    final = annealing_runs(20, betas_ais, long, MIN_LONG_RUNS[0]) * (betas_ais - 1) + annealing_runs(4, betas_raise, long, MIN_LONG_RUNS[1]) * (betas_raise - 1)
+    assert annealing_runs(long, 20) == 20 and annealing_runs(long, 80) == 10
+    assert annealing_runs(long, 160, reverse=True) == 2
+    final = annealing_runs(long, betas_ais) * (betas_ais - 1) + annealing_runs(long, betas_raise, reverse=True) * (betas_raise - 1)
     assert result["sweeps"] > final + long.acc_samples * long.acc_gibbs_k
 
 
