@@ -291,7 +291,8 @@ def report_single(out_dir: Path, run_dir: Path, params: dict, space: SearchSpace
     rendered, sound = render_trials(run_dir, [("single", run_dir)], space.settings, data_path, space.train_config(params).seed)
     samples = [str(run_dir / p) for p in rendered.get("single", [])]
     page = _build_gallery(run_dir) if samples else None
-    best = min(history, key=lambda h: h["valid_monitor"]) if history else {}
+    read = [h for h in history if "valid_monitor" in h]  # the epochs the monitor read
+    best = min(read, key=lambda h: h["valid_monitor"]) if read else {}
     report = _write_best(out_dir, run_dir, str(run_dir), {"params": params}, best, test, samples)
     headline = f"best epoch {best.get('epoch')}: valid_monitor {best.get('valid_monitor', math.nan):.4f}"
     samples_line = f"samples:   {Path(samples[0]).parent}/ (MIDI, WAV, piano rolls; audio: {sound})" if samples else None

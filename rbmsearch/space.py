@@ -6,8 +6,8 @@
     enqueue: a list of {param: value} trials that run first, in order (unlisted params at their default)
 
 `max_epochs: auto` and `grace_period: auto` are sized from the data when a search starts
-(`SearchSpace.for_data`): every trial trains on about AUTO_TRAIN_FRAMES frames, whatever the
-size of the training split.
+(`SearchSpace.for_data`): a larger training split gets fewer epochs, but more training frames
+per trial (AUTO_REFERENCE).
 
 A space is YAML (spec in search_spaces/README.md); `default`, `paper` and `smoke` ship inside
 the package. Every key, type and range is checked, and every range end and choice must be
@@ -33,14 +33,15 @@ from rbmsearch.config import TrainConfig
 from rbmsearch.errors import ConfigError, SearchSpaceError
 from rbmsearch.workers import Resources
 
-__all__ = ["AUTO", "AUTO_TRAIN_FRAMES", "OBJECTIVES", "Param", "SearchSettings", "SearchSpace", "SearchSpaceError", "load_space", "shipped_spaces", "space_path"]
+__all__ = ["AUTO", "AUTO_REFERENCE", "OBJECTIVES", "Param", "SearchSettings", "SearchSpace", "SearchSpaceError", "load_space", "shipped_spaces", "space_path"]
 
 DEFAULT_SPACE = "default"
 AUTO = "auto"
-# `max_epochs: auto`: the frames a trial trains on, in all. 200 epochs of JSB's 13,807
-# training frames, the length at which the default configuration reached its best test NLL
-# (docs/results.md, 1.3); a split 13x larger gets 13x fewer epochs, within AUTO_EPOCHS.
-AUTO_TRAIN_FRAMES = 2_760_000
+# `max_epochs: auto`: (training frames, epochs) at the reference, JSB's split and the length at
+# which the default configuration reached its best test NLL (docs/results.md, 1.3). Epochs fall
+# with the square root of the split's size, so a split 13x larger (Nottingham) gets 56 epochs,
+# 3.6x the frames per trial: a model of more data needs more updates (docs/results.md, 6.6).
+AUTO_REFERENCE = (13_807, 200)
 AUTO_EPOCHS = (10, 400)
 # `grace_period: auto`: ASHA's first rung at max_epochs / reduction_factor**AUTO_RUNGS epochs,
 # so that AUTO_RUNGS rungs fit below max_epochs.
@@ -424,7 +425,8 @@ class SearchSpace:
         settings = self.settings
         epochs = settings.max_epochs
         if epochs == AUTO:
-            epochs = int(min(max(round(AUTO_TRAIN_FRAMES / max(train_frames, 1)), AUTO_EPOCHS[0]), AUTO_EPOCHS[1]))
+            frames, at = AUTO_REFERENCE
+            epochs = int(min(max(round(at * math.sqrt(frames / max(train_frames, 1))), AUTO_EPOCHS[0]), AUTO_EPOCHS[1]))
         grace = settings.grace_period
         if grace == AUTO:
             grace = max(1, round(epochs / settings.reduction_factor**AUTO_RUNGS))

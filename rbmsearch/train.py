@@ -44,8 +44,12 @@ log = logging.getLogger(__name__)
 TENSORBOARD_DIR = "tensorboard"  # RUN_DIR/tensorboard: the per-epoch scalars, for `tensorboard --logdir`
 TENSORBOARD_SCALARS = ("train_cost", "valid_monitor", "train_frames_per_s", "seconds", "cd_k")
 
-# report(epoch, metrics, checkpoint_dir): called after every epoch once RUN_DIR holds it.
+# report(epoch, metrics, checkpoint_dir): called after every epoch the monitor reads, once RUN_DIR holds it.
 Report = Callable[[int, dict, Path], None]
+# monitor_every 0: one reading per this many training frames, and at least MIN_READINGS per run.
+# The 2 x 2000 monitor costs about 7 epochs of JSB's training, and a fraction of one of Nottingham's.
+MONITOR_TRAIN_FRAMES = 200_000
+MIN_READINGS = 10
 
 
 # ---------------------------------------------------------------------------- batches
@@ -219,6 +223,14 @@ def pretrain_rnn(model, rolls: list[np.ndarray], config: TrainConfig, progress: 
     return costs
 
 
+def monitor_interval(config: TrainConfig, train_frames: int) -> int:
+    """Epochs between the monitor's readings: config.monitor_every, or for 0 one per
+    MONITOR_TRAIN_FRAMES training frames, with at least MIN_READINGS in config.epochs."""
+    if config.monitor_every:
+        return config.monitor_every
+    return max(1, min(round(MONITOR_TRAIN_FRAMES / max(train_frames, 1)), config.epochs // MIN_READINGS))
+
+
 def chain_length(config: TrainConfig, epoch: int) -> int:
     """CD steps in `epoch` (0-based): cd_k, or cd_k_late in the last late_fraction of the epochs."""
     late = config.cd_k_late and epoch >= round(config.epochs * (1 - config.late_fraction))
@@ -262,8 +274,8 @@ def train(
 ) -> dict:
     """Train one configuration into `run_dir`, resuming if it holds a checkpoint of it.
 
-    Calls `report(epoch, metrics, run_dir)` after every epoch, once run_dir holds that
-    epoch's checkpoint. `tensorboard`: write the per-epoch scalars to run_dir/tensorboard. Returns the final metrics (also in run_dir/metrics.json), with
+    Reads the validation monitor every `monitor_interval` epochs and after the last, and then
+    calls `report(epoch, metrics, run_dir)`, once run_dir holds that epoch's checkpoint. `tensorboard`: write the per-epoch scalars to run_dir/tensorboard. Returns the final metrics (also in run_dir/metrics.json), with
     `test_nll`, `test_nll_raise`, `test_acc` and `test_acc_decoded` if `evaluate_test`.
 
     Raises:
@@ -307,7 +319,8 @@ def train(
     train_steps = {}  # CD steps -> its compiled step (two with cd_k_late)
     monitor_settings = MonitorSettings.of(config)
 
-    best = min((h["valid_monitor"] for h in metrics["history"]), default=math.inf)
+    every = monitor_interval(config, sum(len(r) for r in train_rolls))
+    best = min((h["valid_monitor"] for h in metrics["history"] if "valid_monitor" in h), default=math.inf)
     first = int(epoch_var.numpy())
     scalars = SummaryWriter(str(run_dir / TENSORBOARD_DIR), flush_secs=10) if tensorboard else None  # `tensorboard --logdir RUN_DIR`
     bar = tqdm(total=config.epochs, initial=first, desc="training", unit="epoch", disable=not progress, file=sys.stderr)
@@ -324,31 +337,28 @@ def train(
             _check_finite(epoch + 1, f"the CD cost of minibatch {i}", costs[-1], config)
             frames += int(mask.sum())
         train_s = time.perf_counter() - start
-        score = monitor(model, valid_rolls, monitor_settings)
-        _check_finite(epoch + 1, "the validation monitor", score, config)
-        record = {
-            "epoch": epoch + 1,
-            "train_cost": float(np.mean(costs)),
-            "cd_k": k,
-            "valid_monitor": score,
-            "train_frames_per_s": frames / train_s,
-            "seconds": time.perf_counter() - start,
-        }
+        record = {"epoch": epoch + 1, "train_cost": float(np.mean(costs)), "cd_k": k, "train_frames_per_s": frames / train_s}
+        read = (epoch + 1) % every == 0 or epoch + 1 == config.epochs
+        if read:
+            record["valid_monitor"] = score = monitor(model, valid_rolls, monitor_settings)
+            _check_finite(epoch + 1, "the validation monitor", score, config)
+        record["seconds"] = time.perf_counter() - start
         metrics["history"].append(record)
         if scalars is not None:
             for name in TENSORBOARD_SCALARS:
-                scalars.add_scalar(name, record[name], global_step=epoch + 1)
+                if name in record:
+                    scalars.add_scalar(name, record[name], global_step=epoch + 1)
             scalars.flush()
-        if score < best:
+        if read and score < best:
             best = score
             write_params(run_dir, model.to_params())
             metrics["best_epoch"] = epoch + 1
         epoch_var.assign(epoch + 1)
         manager.save()
         write_metrics(run_dir, metrics)
-        bar.set_postfix(cost=f"{record['train_cost']:.3f}", valid=f"{score:.3f}", best=f"{best:.3f}", fps=f"{record['train_frames_per_s']:,.0f}")
+        bar.set_postfix(cost=f"{record['train_cost']:.3f}", best=f"{best:.3f}", fps=f"{record['train_frames_per_s']:,.0f}", **({"valid": f"{score:.3f}"} if read else {}))
         bar.update()
-        if report is not None:
+        if report is not None and read:
             report(epoch + 1, record, run_dir)
 
     bar.close()

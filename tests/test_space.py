@@ -134,17 +134,18 @@ def test_importing_space_loads_no_ray_optuna_or_tensorflow():
 
 
 def test_auto_epochs_follow_the_training_frames_and_keep_three_rungs(tmp_path):
-    """`max_epochs: auto` gives every trial about AUTO_TRAIN_FRAMES frames: 200 epochs of JSB,
-    16 of Nottingham, within AUTO_EPOCHS; `grace_period: auto` puts 3 ASHA rungs below it."""
-    from rbmsearch.space import AUTO_EPOCHS, AUTO_TRAIN_FRAMES
+    """`max_epochs: auto` falls with the square root of the training frames from AUTO_REFERENCE:
+    200 epochs of JSB, 56 of Nottingham, within AUTO_EPOCHS; `grace_period: auto` puts 3 ASHA
+    rungs below it."""
+    from rbmsearch.space import AUTO_EPOCHS, AUTO_REFERENCE
 
     space = load_space(write_space(tmp_path / "auto.yaml", "search: {max_epochs: auto, grace_period: auto}\nparams: {cd_k: {type: int, low: 1, high: 5}}"))
     assert space.settings.max_epochs == "auto" and space.train_config({"cd_k": 2}).epochs == 1
-    for frames, epochs, grace in ((13_807, 200, 7), (176_561, 16, 1), (10, AUTO_EPOCHS[1], 15), (10**9, AUTO_EPOCHS[0], 1)):
+    for frames, epochs, grace in ((13_807, 200, 7), (176_561, 56, 2), (4 * 13_807, 100, 4), (10, AUTO_EPOCHS[1], 15), (10**9, AUTO_EPOCHS[0], 1)):
         sized = space.for_data(frames)
         assert (sized.settings.max_epochs, sized.settings.grace_period) == (epochs, grace), frames
         assert sized.train_config({"cd_k": 2}).epochs == epochs
-    assert abs(200 * 13_807 - AUTO_TRAIN_FRAMES) < 13_807
+    assert AUTO_REFERENCE == (13_807, 200)
     fixed = space.with_settings(max_epochs=30)  # --max-epochs: the grace follows it
     assert fixed.for_data(13_807).settings.grace_period == 1
     assert space.for_data(500).to_dict()["search"]["max_epochs"] == 400  # what search.json keeps

@@ -169,12 +169,12 @@ params:
 @pytest.mark.slow
 def test_enqueued_trials_run_first_and_auto_epochs_are_sized_from_the_data(ray_address, tmp_path, toy_parquet, toy_dataset, monkeypatch):
     """The center, then the enqueued trials, in order, before Optuna samples; `max_epochs: auto`
-    is sized from the training frames (here a frame target of 4 toy epochs), and search.json
+    is sized from the training frames (here a reference of 4 epochs at the toy's size), and search.json
     keeps the number that --resume reuses. The new options train in real trials."""
     from rbmsearch.tune import run_search
 
     frames = sum(len(r) for r in toy_dataset.rolls("train"))
-    monkeypatch.setattr("rbmsearch.space.AUTO_TRAIN_FRAMES", 4 * frames)  # the driver sizes the space
+    monkeypatch.setattr("rbmsearch.space.AUTO_REFERENCE", (frames, 4))  # the driver sizes the space
     monkeypatch.setattr("rbmsearch.space.AUTO_EPOCHS", (1, 400))
     text = """
 search: {num_samples: 4, max_epochs: auto, grace_period: 4, max_concurrent: 1, acc_frames: 0, samples: 1,
