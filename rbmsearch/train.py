@@ -88,11 +88,11 @@ def minibatches(rolls: list[np.ndarray], config: TrainConfig, rng: np.random.Gen
 
 @dataclass(frozen=True)
 class MonitorSettings:
-    kind: str = "raise"  # one of MONITORS; why RAISE: docs/evaluation.md, "The per-epoch monitor"
-    frames: int = 200  # an even spread of the split, the same frames every epoch
-    ais_runs: int = 4
-    ais_betas: int = 200
-    seed: int = 0  # the same noise every epoch, so epochs differ by the model only
+    kind: str = "raise"  # one of MONITORS; why RAISE: docs/evaluation.md, "The monitor"
+    frames: int = 200  # an even spread of the split, the same frames every reading
+    ais_runs: int = 2
+    ais_betas: int = 2000
+    seed: int = 0  # the same noise every reading, so readings differ by the model only
 
     @classmethod
     def of(cls, config: TrainConfig) -> MonitorSettings:
