@@ -88,10 +88,10 @@ def minibatches(rolls: list[np.ndarray], config: TrainConfig, rng: np.random.Gen
 
 @dataclass(frozen=True)
 class MonitorSettings:
-    kind: str = "raise"  # one of MONITORS; why RAISE: docs/evaluation.md, "The monitor"
-    frames: int = 200  # an even spread of the split, the same frames every reading
-    ais_runs: int = 2
-    ais_betas: int = 2000
+    kind: str = TrainConfig.monitor  # one of MONITORS; why RAISE: docs/evaluation.md, "The monitor"
+    frames: int = TrainConfig.monitor_frames  # an even spread of the split, the same frames every reading
+    ais_runs: int = TrainConfig.monitor_ais_runs
+    ais_betas: int = TrainConfig.monitor_ais_betas
     seed: int = 0  # the same noise every reading, so readings differ by the model only
 
     @classmethod
