@@ -32,7 +32,7 @@ from rbmsearch.data import Dataset, open_data
 from rbmsearch.errors import DivergenceError, RenderError, SearchError, SearchSpaceError
 from rbmsearch.report import TrialSummary, optuna_distributions, report_search, report_single
 from rbmsearch.space import DEFAULT_SPACE, SearchSettings, SearchSpace, load_space
-from rbmsearch.storage import is_uri, read_text, storage_root, store_text
+from rbmsearch.storage import is_uri, read_text, storage_filesystem, storage_root, store_text
 from rbmsearch.train import train
 from rbmsearch.workers import configure_process, ray_session
 
@@ -333,6 +333,7 @@ def run_search(
         name = name or _latest_experiment(storage)
         experiment = f"{storage}/{name}"
         saved = _read_search_file(experiment)
+        _check_tune_state(experiment)
         space = SearchSpace.from_dict(saved["space"], f"{experiment}/{SEARCH_FILE}", saved["space_name"])
         data = saved["data"]
     else:
@@ -354,7 +355,8 @@ def run_search(
         resources = {"cpu": trial.cpus, "gpu": trial.gpus, **trial.custom}
         trainable = ray.tune.with_resources(ray.tune.with_parameters(rbmsearch_trial, dataset=dataset, spec=spec), resources)
         if resume:
-            tuner = ray.tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=False)
+            tuner = ray.tune.Tuner.restore(experiment, trainable=trainable, resume_unfinished=True, resume_errored=False,
+                                           storage_filesystem=storage_filesystem(storage))  # fmt: skip
         else:
             options = dict(space=optuna_distributions(space), metric=settings.metric, mode=settings.mode,
                            sampler=_tpe_sampler(settings.seed), points_to_evaluate=space.first_trials() or None)  # fmt: skip
@@ -383,6 +385,7 @@ def run_search(
                 run_config=ray.tune.RunConfig(
                     name=name,
                     storage_path=storage,
+                    storage_filesystem=storage_filesystem(storage),  # whole files only, so a killed driver can resume
                     verbose=2 if verbose else 0,
                     callbacks=[] if verbose else [CompactProgress(settings.metric, settings.mode, settings.max_epochs, [p.name for p in space.params], budget_s=settings.time_budget_s)],
                     checkpoint_config=ray.tune.CheckpointConfig(
@@ -437,6 +440,34 @@ def _read_search_file(experiment: str) -> dict:
     if not isinstance(saved, dict) or not {"space", "space_name", "data"} <= set(saved):
         raise SearchError(f"{path}: lacks 'space', 'space_name' or 'data'; restore it or start a new --name.")
     return saved
+
+
+TUNE_STATE_FILES = ("experiment_state-*.json", "search_gen_state-*.json", "searcher-state-*.pkl", "tuner.pkl", "trainable.pkl")
+
+
+def _check_tune_state(experiment: str) -> None:
+    """Refuse to resume from a truncated Ray Tune state file (one a driver killed mid-copy left
+    before rbmsearch wrote them atomically), naming it; drop the hidden halves of files that a
+    killed driver was writing."""
+    if is_uri(experiment):
+        return  # object stores replace whole objects
+    import pickletools
+
+    for partial in Path(experiment).glob(".*.partial"):
+        partial.unlink(missing_ok=True)
+    for pattern in TUNE_STATE_FILES:
+        for path in Path(experiment).glob(pattern):
+            try:
+                if path.name.startswith("experiment_state-"):
+                    json.loads(path.read_text())
+                else:  # a pickle (search_gen_state too): parse it to its end without running it
+                    for _ in pickletools.genops(path.read_bytes()):
+                        pass
+            except (ValueError, UnicodeDecodeError, OSError) as e:
+                raise SearchError(
+                    f"{path}: Ray Tune's saved state is truncated or unreadable ({e}), so --resume cannot continue "
+                    f"this experiment: restore the file from a backup, or start a new search with another --name (its finished trials stay in {experiment})."
+                ) from e
 
 
 def _tpe_sampler(seed: int):

@@ -225,6 +225,20 @@ def test_tune_resume_search_file(capsys, content, tmp_path):
     check_one_line_error(capsys, lambda: tune.main(["--resume", "--storage", str(tmp_path / "runs"), "--name", "exp"]), experiment / "search.json")
 
 
+@pytest.mark.parametrize("state", ["search_gen_state-2026-12-02_03-27-00.json", "experiment_state-2026-12-02_03-27-00.json", "tuner.pkl"])
+def test_tune_resume_truncated_tune_state(capsys, state, tmp_path):
+    """A state file that a killed driver left half-copied is named, not a Ray traceback."""
+    experiment = tmp_path / "runs" / "exp"
+    experiment.mkdir(parents=True)
+    (experiment / "search.json").write_text(json.dumps({"space": {}, "space_name": "x", "data": "d.parquet"}))
+    whole = json.dumps({"trials": []}).encode() if state.endswith(".json") and "experiment" in state else pickle.dumps({"counter": 2})
+    (experiment / state).write_bytes(whole[: len(whole) // 2])
+    (experiment / ".tuner.pkl.abc.partial").write_bytes(b"half")  # the hidden half of an atomic write goes
+    check_one_line_error(capsys, lambda: tune.main(["--resume", "--storage", str(tmp_path / "runs"), "--name", "exp"]), experiment / state)
+    assert not (experiment / ".tuner.pkl.abc.partial").exists()
+    assert len((experiment / state).read_bytes()) == len(whole) // 2  # the file is left as it was
+
+
 def test_the_table_has_at_least_100_cases():
     cases = 4 * len(BAD_PARQUETS) + 3 * len(BAD_RUNS) + len(BAD_SOURCES) + len(BAD_SPACES) + 5
     assert cases >= 100, cases

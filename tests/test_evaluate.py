@@ -136,10 +136,9 @@ def test_evaluate_cli_refuses_settings_the_annealing_cannot_use(tiny_run, tmp_pa
 
 
 @pytest.mark.slow
-def test_evaluate_cli_interrupted_then_resumed_recomputes_no_finished_shard(tiny_run, tmp_path):
+def test_evaluate_cli_interrupted_then_resumed_recomputes_no_finished_shard(tiny_run, tmp_path, capsys):
     """Ctrl-C after the first shards are stored; the same command again reuses them, shows the
     running NLL with its interval, and gives one uninterrupted run's figures."""
-    import os
     import signal
     import time
 
@@ -167,5 +166,9 @@ def test_evaluate_cli_interrupted_then_resumed_recomputes_no_finished_shard(tiny
     assert {p: p.stat().st_mtime_ns for p in stored} == stored  # reused, not written again
     assert "NLL " in resumed.stderr and "\u00b1" in resumed.stderr  # the bar's running estimate
     shutil.rmtree(run_dir / "eval")
-    fresh = json.loads(subprocess.run(args, capture_output=True, text=True, timeout=300, env={**os.environ}).stdout.splitlines()[-1])
+    from rbmsearch.evaluate import main as evaluate_main  # the uninterrupted run in this process: TensorFlow is up already
+
+    capsys.readouterr()
+    evaluate_main(args[3:])
+    fresh = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert {k: fresh[k] for k in ("nll", "nll_raise", "acc", "acc_decoded")} == {k: result[k] for k in ("nll", "nll_raise", "acc", "acc_decoded")}

@@ -80,3 +80,49 @@ def test_read_json_on_a_missing_or_unreadable_file(tmp_path):
     with pytest.raises(RunError, match="a_dir: cannot be read"):
         (tmp_path / "a_dir").mkdir()
         read_json(tmp_path / "a_dir", RunError, "rerun it")
+
+
+# ---------------------------------------------------------------------------- Ray Tune's storage
+
+
+def test_tunes_storage_filesystem_keeps_the_old_file_when_its_writer_is_killed(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    target = tmp_path / "search_gen_state-x.json"
+    target.write_bytes(b"the whole old state")
+    writer = f"""
+from rbmsearch.storage import storage_filesystem
+f = storage_filesystem({str(tmp_path)!r}).open_output_stream({str(target)!r})
+f.write(b"half of the new")
+f.flush()
+print("written", flush=True)
+import time; time.sleep(60)
+"""
+    proc = subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "written"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert target.read_bytes() == b"the whole old state"
+    assert [p.name for p in tmp_path.glob(".*.partial")], "the half-written file went somewhere else"
+
+
+def test_tunes_storage_filesystem_copies_whole_trees_and_travels_to_workers(tmp_path):
+    import pickle
+
+    import pyarrow.fs
+
+    from rbmsearch.storage import storage_filesystem
+
+    fs = pickle.loads(pickle.dumps(storage_filesystem(str(tmp_path))))  # Ray pickles it into every trial
+    (tmp_path / "src/sub").mkdir(parents=True)
+    blob = os.urandom(300_000)
+    (tmp_path / "src/sub/ckpt.data").write_bytes(blob)
+    pyarrow.fs.copy_files(str(tmp_path / "src"), str(tmp_path / "dst"), source_filesystem=pyarrow.fs.LocalFileSystem(), destination_filesystem=fs)
+    assert (tmp_path / "dst/sub/ckpt.data").read_bytes() == blob
+    assert mode(tmp_path / "dst/sub/ckpt.data") == 0o644
+    fs.copy_file(str(tmp_path / "dst/sub/ckpt.data"), str(tmp_path / "copy.data"))
+    assert (tmp_path / "copy.data").read_bytes() == blob
+    assert not list(tmp_path.rglob(".*.partial"))  # nothing left behind by complete writes
+    assert storage_filesystem("s3://bucket/runs") is None  # object stores replace whole objects already

@@ -47,13 +47,6 @@ def ray_address():
             ray.shutdown()
 
 
-def run_cli(*args: str, timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "rbmsearch.tune", *args], capture_output=True, text=True, timeout=timeout,
-        env={**os.environ, **RAY_ENV}, **kwargs,
-    )  # fmt: skip
-
-
 def write_space(path: Path, text: str) -> Path:
     path.write_text(text)
     return path
@@ -309,40 +302,6 @@ def test_tiny_search_on_local_ray_from_the_command_line(ray_address, tmp_path, t
     ended = [line for line in lines if " after " in line and "epochs: best valid_monitor" in line]
     assert len(ended) == 6, log
     assert len(lines) <= CONSOLE_LINES_BOUND, f"{len(lines)} lines:\n{log}"
-
-
-def done_trials(experiment: Path) -> dict[str, str]:
-    """Trial dir -> the last line of its result.json, for trials Tune recorded as done."""
-    done = {}
-    for path in experiment.glob("trial_*/result.json"):
-        lines = path.read_text().splitlines()
-        if lines and json.loads(lines[-1]).get("done"):
-            done[path.parent.name] = lines[-1]
-    return done
-
-
-@pytest.mark.slow
-def test_interrupted_driver_resumes_without_losing_finished_trials(ray_address, tmp_path, toy_parquet, lean_smoke):
-    args = ["--data", str(toy_parquet), "--space", str(lean_smoke), "--storage", str(tmp_path), "--name", "resume",
-            "--num-samples", "4", "--max-epochs", "2", "--address", ray_address]  # fmt: skip
-    exp = tmp_path / "resume"
-    proc = subprocess.Popen([sys.executable, "-m", "rbmsearch.tune", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **RAY_ENV})  # fmt: skip
-    deadline = time.monotonic() + 240
-    while len(done_trials(exp)) < 2 and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)  # Ctrl-C: Tune saves the experiment state and stops
-    log = proc.communicate(timeout=120)[0]
-    before = done_trials(exp)
-    assert 2 <= len(before) < 4, log
-    assert proc.returncode != 0 and "--resume" in log, log
-
-    out = run_cli("--resume", "--storage", str(tmp_path), "--name", "resume", "--address", ray_address)
-    assert out.returncode == 0, out.stdout + out.stderr
-    after = done_trials(exp)
-    assert len(after) == 4
-    assert {k: after[k] for k in before} == before  # finished trials were kept, not run again
-    assert "4 trials: 4 finished, 0 errored" in out.stdout
-    assert len(optuna_trials(exp / "optuna.db")) == 4 and (exp / "best.json").is_file()
 
 
 @pytest.mark.slow

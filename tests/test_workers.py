@@ -1,5 +1,6 @@
 """rbmsearch.workers: a local Ray binds the loopback only, agents left by a killed Ray are
-stopped, and a search whose driver is SIGKILLed resumes with every epoch reported once.
+stopped, and a search whose driver is stopped by Ctrl-C, then SIGKILLed, resumes each time
+with its finished trials kept and every epoch reported once.
 
 Each scenario starts its own Ray in a subprocess (a driver that is killed, or one whose
 sockets are read), so none of them meets the Ray of another test module. All are `slow`.
@@ -99,26 +100,60 @@ def _epochs(experiment: Path) -> dict[str, list[int]]:
     }
 
 
-@pytest.mark.slow
-def test_a_search_whose_driver_was_killed_resumes_reporting_each_epoch_once(tmp_path, toy_parquet, lean_smoke, kill_after_epoch=2):
-    args = ["--data", str(toy_parquet), "--space", str(lean_smoke), "--storage", str(tmp_path), "--name", "k",
-            "--num-samples", "2", "--max-epochs", "5", "--cpus-per-trial", "1"]  # fmt: skip
-    env = {**os.environ, **RAY_ENV}
-    experiment = tmp_path / "k"
-    driver = subprocess.Popen([sys.executable, "-m", "rbmsearch.tune", *args], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.monotonic() + 240
-    while max(map(len, _epochs(experiment).values()), default=0) < kill_after_epoch and time.monotonic() < deadline:
-        assert driver.poll() is None, "the search ended before it could be killed"
+def _done(experiment: Path) -> dict[str, str]:
+    """Trial dir -> the last line of its result.json, for trials Tune recorded as done."""
+    done = {}
+    for path in experiment.glob("trial_*/result.json"):
+        lines = path.read_text().splitlines()
+        if lines and json.loads(lines[-1]).get("done"):
+            done[path.parent.name] = lines[-1]
+    return done
+
+
+def _wait(driver: subprocess.Popen, ready, what: str, seconds: float = 240) -> None:
+    deadline = time.monotonic() + seconds
+    while not ready():
+        assert driver.poll() is None, f"the search ended before {what}"
+        assert time.monotonic() < deadline, f"no {what} within {seconds} s"
         time.sleep(0.05)
-    family = _kill_with_ray(driver)
+
+
+@pytest.mark.slow
+def test_a_search_stopped_by_ctrl_c_then_killed_resumes_each_time_keeping_every_finished_trial(tmp_path, toy_parquet, lean_smoke):
+    """One search, interrupted twice: Ctrl-C once a trial has finished (Tune saves its state and
+    stops), then, resumed, SIGKILL mid-trial (nothing saved, the Ray below it orphaned). The
+    second resume ends the search: finished trials are never run again, every epoch is reported
+    once, and nothing of the killed driver's Ray outlives it."""
+    args = ["--data", str(toy_parquet), "--space", str(lean_smoke), "--storage", str(tmp_path), "--name", "k",
+            "--num-samples", "3", "--max-epochs", "4", "--cpus-per-trial", "1"]  # fmt: skip
+    resume = [sys.executable, "-m", "rbmsearch.tune", "--resume", "--storage", str(tmp_path), "--name", "k"]
+    env = {**os.environ, **RAY_ENV}
+    restore = lambda: signal.signal(signal.SIGINT, signal.SIG_DFL)  # noqa: E731  # Ctrl-C works in a backgrounded test run too
+    experiment = tmp_path / "k"
+
+    first = subprocess.Popen([sys.executable, "-m", "rbmsearch.tune", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, preexec_fn=restore)  # fmt: skip
+    _wait(first, lambda: _done(experiment), "a finished trial")
+    first.send_signal(signal.SIGINT)
+    log = first.communicate(timeout=120)[0]
+    assert first.returncode != 0 and "--resume" in log, log
+    finished = _done(experiment)
+    assert 1 <= len(finished) < 3, log
+
+    second = subprocess.Popen(resume, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    logged = sum(map(len, _epochs(experiment).values()))
+    _wait(second, lambda: sum(map(len, _epochs(experiment).values())) > logged, "a new epoch after the first resume")
+    family = _kill_with_ray(second)
     before = _epochs(experiment)
-    out = subprocess.run([sys.executable, "-m", "rbmsearch.tune", "--resume", "--storage", str(tmp_path), "--name", "k"],
-                         capture_output=True, text=True, timeout=300, env=env)  # fmt: skip
+
+    out = subprocess.run(resume, capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert not _alive(family)  # nothing of the killed driver's Ray outlived the resumed search
     after = _epochs(experiment)
-    assert len(after) == 2, after
+    assert len(after) == 3 and len(_done(experiment)) == 3, after
+    assert {k: _done(experiment)[k] for k in finished} == finished  # finished trials were kept, not run again
     for trial, epochs in after.items():
         assert epochs == list(range(1, len(epochs) + 1)), (trial, before.get(trial), epochs)
         assert epochs[: len(before.get(trial, []))] == before.get(trial, [])  # what was logged stays
-    assert any(len(e) == 5 for e in after.values())  # ASHA let one trial run to the end
+    assert any(len(e) == 4 for e in after.values())  # ASHA let a trial run to the end
+    assert "3 trials: 3 finished, 0 errored" in out.stdout
+    assert (experiment / "best.json").is_file() and not list(experiment.glob(".*.partial"))
