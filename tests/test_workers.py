@@ -149,11 +149,12 @@ def test_a_search_stopped_by_ctrl_c_then_killed_resumes_each_time_keeping_every_
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     assert not _alive(family)  # nothing of the killed driver's Ray outlived the resumed search
     after = _epochs(experiment)
-    assert len(after) == 3 and len(_done(experiment)) == 3, after
+    assert len(after) == 3, after
+    # Ended, as the saved state has it (a trial ASHA stopped need not log a last result marked done).
+    assert "3 trials: 3 finished, 0 errored" in out.stdout, out.stdout[-2000:]
     assert {k: _done(experiment)[k] for k in finished} == finished  # finished trials were kept, not run again
     for trial, epochs in after.items():
         assert epochs == list(range(1, len(epochs) + 1)), (trial, before.get(trial), epochs)
         assert epochs[: len(before.get(trial, []))] == before.get(trial, [])  # what was logged stays
     assert any(len(e) == 4 for e in after.values())  # ASHA let a trial run to the end
-    assert "3 trials: 3 finished, 0 errored" in out.stdout
     assert (experiment / "best.json").is_file() and not list(experiment.glob(".*.partial"))
