@@ -150,6 +150,16 @@ class SearchSettings:
     first_trial_at_defaults: bool = False  # trial 1 uses each param's default (or midpoint)
     reuse_actors: bool = True  # keep trial processes (TF already imported) for the next trial
 
+    def rungs(self) -> tuple[int, ...]:
+        """The epochs at which ASHA judges a trial, by Ray's own rule (grace_period times powers of
+        reduction_factor, up to max_epochs), rounded up to whole epochs; () while either is `auto`."""
+        if AUTO in (self.max_epochs, self.grace_period):
+            return ()
+        import numpy as np
+
+        count = int(np.log(self.max_epochs / self.grace_period) / np.log(self.reduction_factor) + 1)  # as ray.tune's _Bracket
+        return tuple(sorted({math.ceil(self.grace_period * self.reduction_factor**k) for k in range(count)}))
+
     @property
     def trial_resources(self) -> Resources:
         """What each trial, and each shard of the final test score, asks Ray for."""

@@ -20,7 +20,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -271,11 +271,13 @@ def train(
     progress: bool = False,
     evaluate_test: bool = True,
     tensorboard: bool = True,
+    read_at: Collection[int] = (),
 ) -> dict:
     """Train one configuration into `run_dir`, resuming if it holds a checkpoint of it.
 
-    Reads the validation monitor every `monitor_interval` epochs and after the last, and then
-    calls `report(epoch, metrics, run_dir)`, once run_dir holds that epoch's checkpoint. `tensorboard`: write the per-epoch scalars to run_dir/tensorboard. Returns the final metrics (also in run_dir/metrics.json), with
+    Reads the validation monitor every `monitor_interval` epochs, at the epochs in `read_at`
+    (a search's ASHA rungs) and after the last, and then calls `report(epoch, metrics, run_dir)`,
+    once run_dir holds that epoch's checkpoint. `tensorboard`: write the per-epoch scalars to run_dir/tensorboard. Returns the final metrics (also in run_dir/metrics.json), with
     `test_nll`, `test_nll_raise`, `test_acc` and `test_acc_decoded` if `evaluate_test`.
 
     Raises:
@@ -338,7 +340,7 @@ def train(
             frames += int(mask.sum())
         train_s = time.perf_counter() - start
         record = {"epoch": epoch + 1, "train_cost": float(np.mean(costs)), "cd_k": k, "train_frames_per_s": frames / train_s}
-        read = (epoch + 1) % every == 0 or epoch + 1 == config.epochs
+        read = (epoch + 1) % every == 0 or epoch + 1 == config.epochs or epoch + 1 in read_at
         if read:
             record["valid_monitor"] = score = monitor(model, valid_rolls, monitor_settings)
             _check_finite(epoch + 1, "the validation monitor", score, config)

@@ -92,8 +92,9 @@ def run_trial(params: dict, dataset: Dataset, spec: TrialSpec, session) -> dict:
     """Train one configuration and report every epoch to `session`: the trial, with or without Ray.
 
     session: `run_dir` (the run directory), `restore()` -> epochs already done (after putting
-    the last checkpoint into run_dir), `report(metrics, run_dir)`, and `writes_scalars`
-    (whether train writes TensorBoard scalars, or the session's own logger does).
+    the last checkpoint into run_dir), `report(metrics, run_dir)`, `writes_scalars` (whether
+    train writes TensorBoard scalars, or the session's own logger does) and `judged_at` (the
+    epochs at which a scheduler judges the trial: the monitor is read there too).
     """
     settings = spec.space.settings
     configure_process(settings.cpus_per_trial, settings.gpus_per_trial)
@@ -112,7 +113,8 @@ def run_trial(params: dict, dataset: Dataset, spec: TrialSpec, session) -> dict:
         session.report(metrics, run_dir)
         reporting += time.perf_counter() - before
 
-    return train(config, dataset, session.run_dir, report=report, data_path=spec.data_path, evaluate_test=False, tensorboard=session.writes_scalars)
+    return train(config, dataset, session.run_dir, report=report, data_path=spec.data_path, evaluate_test=False,
+                 tensorboard=session.writes_scalars, read_at=session.judged_at)  # fmt: skip
 
 
 def _epochs_done(run_dir: Path) -> int:
@@ -125,6 +127,7 @@ class _LocalSession:
     """Single-trial mode: the run directory is the only state; each report prints a JSON line."""
 
     writes_scalars = True  # train writes TensorBoard scalars into the run directory
+    judged_at = ()  # no scheduler
 
     def __init__(self, run_dir: Path):
         self.run_dir = run_dir
@@ -141,8 +144,8 @@ class _RaySession:
 
     writes_scalars = False  # Ray Tune's own logger writes every reported metric into the trial directory
 
-    def __init__(self, run_dir: Path):
-        self.run_dir = run_dir
+    def __init__(self, run_dir: Path, judged_at: tuple[int, ...]):
+        self.run_dir, self.judged_at = run_dir, judged_at  # judged_at: ASHA's rungs
         # Ray logs every checkpoint it persists, once per epoch per trial: noise in the driver's table.
         logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
 
@@ -189,7 +192,7 @@ def rbmsearch_trial(params: dict, dataset: Dataset, spec: TrialSpec) -> None:
         raise DivergenceError(earlier["epoch"], f"{earlier['what']} (in an earlier attempt of this trial; not retried)", config)
     with tempfile.TemporaryDirectory(prefix=f"rbmsearch-{trial_id}-") as scratch:
         try:
-            run_trial(params, dataset, spec, _RaySession(Path(scratch) / "run"))
+            run_trial(params, dataset, spec, _RaySession(Path(scratch) / "run", spec.space.settings.rungs()))
         except DivergenceError as e:
             _write_marker(spec.marker_dir, trial_id, e, params)
             raise

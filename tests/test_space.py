@@ -4,6 +4,7 @@ name says what to pass. YAML only: no Ray, no Optuna, no TensorFlow."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -149,6 +150,22 @@ def test_auto_epochs_follow_the_training_frames_and_keep_three_rungs(tmp_path):
     fixed = space.with_settings(max_epochs=30)  # --max-epochs: the grace follows it
     assert fixed.for_data(13_807).settings.grace_period == 1
     assert space.for_data(500).to_dict()["search"]["max_epochs"] == 400  # what search.json keeps
+
+
+def test_the_rungs_are_the_epochs_where_rays_asha_judges_trials():
+    """SearchSettings.rungs (where trials read the monitor besides monitor_every) against the
+    milestones of Ray's own ASHAScheduler: JSB's and Nottingham's auto sizes, an exact power."""
+    from ray.tune.schedulers import ASHAScheduler
+
+    from rbmsearch.space import SearchSettings
+
+    for max_epochs, grace, factor in ((200, 7, 3), (56, 2, 3), (54, 2, 3), (27, 1, 3), (10, 3, 2), (5, 5, 3), (100, 4, 2.5)):
+        asha = ASHAScheduler(time_attr="epoch", metric="m", mode="min", max_t=max_epochs, grace_period=grace, reduction_factor=factor)
+        milestones = sorted(math.ceil(m) for m, _ in asha._brackets[0]._rungs)
+        ours = SearchSettings(max_epochs=max_epochs, grace_period=grace, reduction_factor=factor).rungs()
+        assert list(ours) == milestones, (max_epochs, grace, factor)
+    assert SearchSettings(max_epochs=200, grace_period=7).rungs() == (7, 21, 63, 189)
+    assert SearchSettings(max_epochs="auto", grace_period="auto").rungs() == ()
 
 
 def test_enqueued_trials_run_first_after_the_center_without_repeats(tmp_path):

@@ -225,17 +225,18 @@ def test_longer_chains_late_switch_cd_k_for_the_last_fraction_of_epochs(tmp_path
 
 
 def test_the_monitor_reads_every_few_epochs_and_always_the_last(tmp_path, toy_dataset, tiny_config):
-    """monitor_every: readings, reports and the best epoch only where the monitor read; 0 sizes
-    the interval from the training frames, with at least MIN_READINGS per run."""
+    """monitor_every: readings, reports and the best epoch only where the monitor read (and at
+    `read_at`, a search's ASHA rungs); 0 sizes the interval from the training frames, with at
+    least MIN_READINGS per run."""
     from rbmsearch.train import MIN_READINGS, MONITOR_TRAIN_FRAMES, monitor_interval
 
     reports = []
     config = TrainConfig(**{**tiny_config, "epochs": 5, "monitor_every": 2})
-    metrics = train(config, toy_dataset, tmp_path / "run", report=lambda e, m, d: reports.append(e), evaluate_test=False)
-    assert reports == [2, 4, 5]
+    metrics = train(config, toy_dataset, tmp_path / "run", report=lambda e, m, d: reports.append(e), evaluate_test=False, read_at=(3,))
+    assert reports == [2, 3, 4, 5]
     assert [h["epoch"] for h in metrics["history"]] == [1, 2, 3, 4, 5]
-    assert [h["epoch"] for h in metrics["history"] if "valid_monitor" in h] == [2, 4, 5]
-    assert metrics["best_epoch"] in (2, 4, 5)
+    assert [h["epoch"] for h in metrics["history"] if "valid_monitor" in h] == [2, 3, 4, 5]
+    assert metrics["best_epoch"] in (2, 3, 4, 5)
     auto = TrainConfig(**{**tiny_config, "epochs": 200})
     assert monitor_interval(auto, 13_807) == round(MONITOR_TRAIN_FRAMES / 13_807)  # JSB: 14 epochs apart
     assert monitor_interval(auto, 176_561) == 1  # Nottingham: every epoch
