@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from rbmsearch.console import cli, import_tensorflow
-from rbmsearch.scoring import SHARD_ARRAYS, SHARD_FRAMES, EvalSettings, Shard, ShardStore, run_shards, settings_plan
+from rbmsearch.scoring import ACC_STARTS, SHARD_ARRAYS, SHARD_FRAMES, EvalSettings, Shard, ShardStore, run_shards, settings_plan
 from rbmsearch.workers import Resources, ray_running
 
 __all__ = ["EvalSettings", "evaluate", "evaluate_run", "score_run", "subsample"]
@@ -114,12 +114,13 @@ def evaluate(
     v_all, bv_all, bh_all = conditional_rbms(model, rolls)  # (N, n_v), (N, n_v), (N, n_h)
     chosen = subsample(len(v_all), frames)
     v, bv, bh = v_all[chosen], bv_all[chosen], bh_all[chosen]
+    previous = accuracy.previous_frames(rolls)[chosen]  # where the predictions' chains start, and the repeat floor
     W = model.W.numpy()
     shards = [Shard(i, a, min(a + shard_frames, len(v))) for i, a in enumerate(range(0, len(v), shard_frames))]
     store = None
     if store_root is not None:
         plan = settings_plan(settings, shards, chosen)
-        store = ShardStore.for_inputs(store_root, split if frames is None else f"{split}-{len(chosen)}-frames", [W, v, bv, bh], plan)
+        store = ShardStore.for_inputs(store_root, split if frames is None else f"{split}-{len(chosen)}-frames", [W, v, bv, bh, previous], plan)
     use_ray = ray_running() if use_ray is None else use_ray
     where = f"{resources.cpus:g} CPU and {resources.gpus:g} GPU each as Ray tasks" if use_ray else "in this process"
     if progress:
@@ -128,7 +129,7 @@ def evaluate(
                  settings.ais_betas if settings.gap_tolerance == 0 else f"{min(settings.start_betas, settings.ais_betas)} doubled up to {max(settings.ais_betas, settings.max_betas)} until AIS and RAISE agree within {settings.gap_tolerance}")  # fmt: skip
     bar = _Progress(len(v), progress)
     try:
-        results, counts = run_shards(shards, lambda s: (W, v[s.start : s.stop], bv[s.start : s.stop], bh[s.start : s.stop]),
+        results, counts = run_shards(shards, lambda s: (W, v[s.start : s.stop], bv[s.start : s.stop], bh[s.start : s.stop], previous[s.start : s.stop]),
                                      settings, store, use_ray, resources, on_done=bar)  # fmt: skip
     finally:
         bar.close()
@@ -141,17 +142,16 @@ def evaluate(
                     nll, nll_raise, settings.ais_betas, settings.max_betas)  # fmt: skip
     acc = accuracy.sampled_accuracy(joined["acc_counts"])
     # The mixing check: chains started AT the true frames begin with accuracy 1 and fall to the
-    # model's value as they mix; those from silence rise to it. Only the latter are scored.
+    # model's value as they mix; those from the history (acc_start) rise to it. Only the latter are scored.
     checked = ~np.isnan(joined["mixing_counts"][0, :, 0])
     gap = accuracy.sampled_accuracy(joined["mixing_counts"][:, checked]) - accuracy.sampled_accuracy(joined["acc_counts"][:, checked])
     if gap > MIXING_GAP_WARNING:
         log.warning("the accuracy's Gibbs chains have not mixed: started at the true frames they score %.3f higher "
-                    "than from silence after %d steps, so `acc` is too low. Raise --acc-gibbs-k "
+                    "than from %s after %d steps, so `acc` is too low. Raise --acc-gibbs-k "
                     "(EvalSettings.acc_gibbs_k), or read `acc_annealed`, which needs no chain to mix.",
-                    gap, settings.acc_gibbs_k)  # fmt: skip
+                    gap, "the previous frame" if settings.acc_start == "previous" else "silence", settings.acc_gibbs_k)  # fmt: skip
     marginals = joined["marginals"].astype(np.float64)
     acc_decoded, threshold = accuracy.decoded_accuracy(v, marginals)
-    previous = accuracy.previous_frames(rolls)[chosen]
     return {
         "nll": nll,
         "nll_ci95": _mean_ci95(joined["ll_ais"]),
@@ -235,6 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-betas", type=int, default=defaults.max_betas, help="past --ais-betas, double on to this many temperatures with "
                         "proportionally fewer runs, for sharp models such as Nottingham's (0: --ais-betas is the cap)")  # fmt: skip
     parser.add_argument("--base", choices=("fitted", "own-bv"), default=defaults.base, help="the annealing's base distribution (docs/evaluation.md)")
+    parser.add_argument("--acc-start", choices=ACC_STARTS, default=defaults.acc_start, help="where the predictions' Gibbs chains start: the previous frame, or silence")
     parser.add_argument("--frames", type=int, help="score an even spread of this many frames, for a quick estimate with its interval (default: all)")
     parser.add_argument("--address", help="score the shards as Ray tasks: 'auto' or HOST:PORT joins a running cluster, 'local' starts a Ray "
                         "here (one task per GPU on a GPU machine); default: in this process, with every core")  # fmt: skip
@@ -258,7 +259,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         settings = EvalSettings(ais_runs=args.ais_runs, ais_betas=args.ais_betas, acc_samples=args.acc_samples, acc_gibbs_k=args.acc_gibbs_k,
                                 seed=args.seed, raise_runs=args.raise_runs, start_betas=args.start_betas, gap_tolerance=args.gap_tolerance,
-                                max_betas=args.max_betas, base=args.base)  # fmt: skip
+                                max_betas=args.max_betas, base=args.base, acc_start=args.acc_start)  # fmt: skip
     except ValueError as e:
         raise SystemExit(f"error: {e}") from e
     if args.shard_frames < 1:

@@ -27,7 +27,7 @@ from rbmsearch.config import AIS_BETAS, AIS_RUNS
 from rbmsearch.files import atomic_write, make_dir, write_json
 from rbmsearch.workers import Resources, configure_process, ray_running
 
-__all__ = ["BASES", "SHARD_FRAMES", "EvalSettings", "fitted_base", "Shard", "ShardStore", "run_shards", "sample_predictions", "score_shard", "shard_seed"]
+__all__ = ["ACC_STARTS", "BASES", "SHARD_FRAMES", "EvalSettings", "fitted_base", "Shard", "ShardStore", "run_shards", "sample_predictions", "score_shard", "shard_seed"]
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +49,13 @@ class EvalSettings:
     # NLL agree within gap_tolerance, or ais_betas is reached. gap_tolerance 0: always ais_betas.
     ais_betas: int = AIS_BETAS
     acc_samples: int = 10
-    # Gibbs steps per predicted frame, from silence: generation's 25 do not mix, 1000 do
-    # (docs/evaluation.md, "Sampled"); `acc_mixing_gap` checks it on every evaluation.
+    # Gibbs steps per predicted frame: generation's 25 do not mix, 1000 do (docs/evaluation.md,
+    # "Sampled"); `acc_mixing_gap` checks it on every evaluation.
     acc_gibbs_k: int = 1000
+    # Where the predictions' chains start: "previous", the frame before (silence at a piece's
+    # start), or "silence". Both use only the history; a sharp model's chains from silence stay
+    # stuck far from its likely frames (docs/results.md, 6.9). The samples also fit the base.
+    acc_start: str = "previous"
     seed: int = 0
     # RAISE runs per frame for `nll_raise`, a tenth of AIS's cost: fewer runs only make it
     # more cautious (docs/results.md, 3.2).
@@ -69,6 +73,8 @@ class EvalSettings:
     def __post_init__(self):
         if self.base not in BASES:
             raise ValueError(f"Expected base to be one of {sorted(BASES)}, but got {self.base!r}.")
+        if self.acc_start not in ACC_STARTS:
+            raise ValueError(f"Expected acc_start to be one of {list(ACC_STARTS)}, but got {self.acc_start!r}.")
         if self.gap_tolerance < 0 or self.start_betas < 2:
             raise ValueError(f"Expected gap_tolerance >= 0 and start_betas >= 2, but got {self.gap_tolerance} and {self.start_betas}.")
         if self.max_betas and self.max_betas < self.ais_betas:
@@ -76,6 +82,7 @@ class EvalSettings:
 
 
 BASES = ("fitted", "own-bv")
+ACC_STARTS = ("previous", "silence")
 
 
 @dataclass(frozen=True)
@@ -140,12 +147,15 @@ def fitted_base(W: np.ndarray, bv: np.ndarray, bh: np.ndarray, samples: np.ndarr
     return (np.log(q) - np.log1p(-q)).astype(np.float32)
 
 
-def score_shard(W: np.ndarray, v: np.ndarray, bv: np.ndarray, bh: np.ndarray, settings: EvalSettings, seed: int) -> dict[str, np.ndarray]:
+def score_shard(W: np.ndarray, v: np.ndarray, bv: np.ndarray, bh: np.ndarray, settings: EvalSettings, seed: int,
+                previous: np.ndarray | None = None) -> dict[str, np.ndarray]:  # fmt: skip
     """The per-frame figures of frames v (N, n_v) under their RBMs (W, bv (N, n_v), bh (N, n_h)).
 
+    previous (N, n_v): the frame before each (silence at a piece's start), where the predictions'
+    chains start with settings.acc_start "previous"; None is silence everywhere.
     ll_ais, ll_raise (N,): log p(v_t | history) from AIS's and RAISE's log Z; marginals
     (N, n_v): p(note on) from AIS's weighted final states; acc_counts (S, N, 3) and
-    mixing_counts (2, N, 3): TP, FP, FN of the predictions sampled from silence and of the
+    mixing_counts (2, N, 3): TP, FP, FN of the predictions sampled by the chains of acc_start and of the
     chains started at the true frames (NaN for the frames the check skips); betas: AIS's and
     RAISE's temperatures when they agreed; sweeps: the Gibbs sweeps per frame all this took.
     """
@@ -154,7 +164,8 @@ def score_shard(W: np.ndarray, v: np.ndarray, bv: np.ndarray, bh: np.ndarray, se
     def counts(samples: np.ndarray) -> np.ndarray:
         return np.stack([accuracy.expected_counts(v, s) for s in samples]).astype(np.float32)
 
-    samples = sample_predictions(W, bv, bh, settings.acc_samples, settings.acc_gibbs_k, seed)
+    start_at = previous if settings.acc_start == "previous" else None
+    samples = sample_predictions(W, bv, bh, settings.acc_samples, settings.acc_gibbs_k, seed, start=start_at)
     checked = np.arange(0, len(v), MIXING_CHECK_EVERY)  # a diagnostic: every 10th frame is enough
     mixing = np.full((MIXING_CHECK_SAMPLES, len(v), 3), np.nan, np.float32)
     truth = sample_predictions(W, bv[checked], bh[checked], MIXING_CHECK_SAMPLES, settings.acc_gibbs_k, seed + 1, start=v[checked])
@@ -238,12 +249,12 @@ def _anneal_until_agreed(forward, backward, rows: np.ndarray, start: tuple[int, 
     return (betas_ais, betas_raise), ll_ais, ll_raise, sweeps
 
 
-def _shard_task(W, v, bv, bh, settings: EvalSettings, seed: int, resources: Resources | None) -> dict:
+def _shard_task(W, v, bv, bh, previous, settings: EvalSettings, seed: int, resources: Resources | None) -> dict:
     """`score_shard`, and where it ran; in a Ray worker (resources given), TF sized to the task."""
     if resources is not None:
         configure_process(resources.cpus, resources.gpus)
     start = time.perf_counter()
-    result = score_shard(W, v, bv, bh, settings, seed)
+    result = score_shard(W, v, bv, bh, settings, seed, previous)
     where = {"host": socket.gethostname(), "pid": os.getpid(), "seconds": time.perf_counter() - start}
     if ray_running():
         import ray
@@ -311,7 +322,7 @@ def run_shards(
 ) -> tuple[dict[int, dict], dict]:
     """Score every shard that `store` lacks, storing each as it finishes.
 
-    inputs(shard) -> (W, v, bv, bh) of its frames. use_ray: one Ray task per shard with
+    inputs(shard) -> (W, v, bv, bh, previous) of its frames. use_ray: one Ray task per shard with
     `resources` (the Ray that is running); else one after another in this process.
     Returns (results by shard index, counts: reused, resent).
     """
@@ -350,11 +361,11 @@ def _run_on_ray(todo, inputs, settings, resources: Resources, finished, resent: 
     shared_W = {}
 
     def submit(shard: Shard):
-        W, v, bv, bh = inputs(shard)
+        W, v, bv, bh, previous = inputs(shard)
         key = id(W)
         if key not in shared_W:
             shared_W[key] = ray.put(W)  # one copy of the weights for every shard
-        return task.remote(shared_W[key], v, bv, bh, settings, shard_seed(settings.seed, shard.index), resources)
+        return task.remote(shared_W[key], v, bv, bh, previous, settings, shard_seed(settings.seed, shard.index), resources)
 
     pending = {submit(shard): shard for shard in todo}
     attempts = {shard.index: 1 for shard in todo}

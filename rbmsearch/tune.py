@@ -66,25 +66,27 @@ class _ValidationAcc:
     def __init__(self, dataset: Dataset, frames: int, config: TrainConfig):
         self.rolls = dataset.rolls("valid") or dataset.rolls("train")  # train's own fallback
         self.frames, self.config = frames, config
-        self.model = self.checkpoint = self.chain = None
+        self.model = self.checkpoint = self.chain = self.previous = None
 
     def __call__(self, run_dir: Path) -> float:
+        import numpy as np
         import tensorflow as tf
 
-        from rbmsearch.accuracy import expected_frame_accuracy
+        from rbmsearch.accuracy import expected_frame_accuracy, previous_frames
         from rbmsearch.model import ModelConfig, RnnRbm, conditional_rbms, gibbs_chain
 
         if self.model is None:
             self.model = RnnRbm(ModelConfig.of(self.config), seed=self.config.seed)
             self.checkpoint = tf.train.Checkpoint(model=self.model)
             model = self.model
-            # One trace for the whole trial: k Gibbs steps from silence, as in scoring.sample_predictions.
-            self.chain = tf.function(lambda bv, bh, seed: gibbs_chain(tf.zeros_like(bv), model.W, bv, bh, ACC_GIBBS_K, seed)[0])
+            # One trace for the whole trial: k Gibbs steps from the previous frame, as the test score's predictions.
+            self.chain = tf.function(lambda v0, bv, bh, seed: gibbs_chain(v0, model.W, bv, bh, ACC_GIBBS_K, seed)[0])
+            self.previous = previous_frames(self.rolls).astype(np.float32)
         self.checkpoint.restore(tf.train.latest_checkpoint(str(run_dir / "ckpt"))).expect_partial()
         v, bv, bh = conditional_rbms(self.model, self.rolls)  # (N, n_v), (N, n_v), (N, n_h)
         step = max(1, len(v) // self.frames)  # an even spread, the same frames every epoch
         seed = tf.constant([self.config.seed, 7], tf.int64)  # the same noise every epoch: less jitter
-        sample = self.chain(tf.constant(bv[::step]), tf.constant(bh[::step]), seed).numpy() > 0.5
+        sample = self.chain(tf.constant(self.previous[::step]), tf.constant(bv[::step]), tf.constant(bh[::step]), seed).numpy() > 0.5
         return expected_frame_accuracy(v[::step], sample[None])
 
 

@@ -43,7 +43,7 @@ def test_nll_gap_flags_annealing_that_is_too_short(caplog, toy_dataset, sticky_m
 def test_accuracy_mixing_gap_flags_chains_that_have_not_mixed(caplog, toy_dataset, sticky_model):
     """Chains from the true frames and from silence agree once mixed, and not before."""
     rolls = toy_dataset.rolls("valid")
-    settings = dict(ais_runs=2, ais_betas=10, acc_samples=2)
+    settings = dict(ais_runs=2, ais_betas=10, acc_samples=2, acc_start="silence")
     stuck = evaluate(sticky_model, rolls, EvalSettings(**settings, acc_gibbs_k=1))
     assert stuck["acc"] < 0.2 and stuck["acc_mixing_gap"] > 0.5  # the truth-started chains remember it
     warning = caplog.text

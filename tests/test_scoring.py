@@ -257,3 +257,36 @@ def test_max_betas_below_ais_betas_is_refused():
 
 if __name__ == "__main__":
     _cluster_scenario(sys.argv[1], sys.argv[2])
+
+
+def test_the_predictions_chains_start_at_the_previous_frame_or_at_silence():
+    """acc_start: with "previous" the chains begin at the frame given as previous, with
+    "silence" (or no previous frames) at zeros. Chains of 0 steps predict their start: the
+    truth itself when it is given as the previous frame, silence otherwise."""
+    import dataclasses
+
+    import numpy as np
+
+    from rbmsearch import accuracy
+    from rbmsearch.scoring import score_shard
+
+    W, v, bv, bh = _sharp_rbms(60)
+    settings = EvalSettings(ais_runs=4, ais_betas=20, start_betas=5, acc_samples=2, acc_gibbs_k=0, raise_runs=2)
+    silence = dataclasses.replace(settings, acc_start="silence")
+    at_truth = score_shard(W, v, bv, bh, settings, seed=0, previous=v)
+    from_silence = score_shard(W, v, bv, bh, silence, seed=0, previous=v)
+    assert accuracy.sampled_accuracy(at_truth["acc_counts"]) == 1.0 and accuracy.sampled_accuracy(from_silence["acc_counts"]) == 0.0
+    np.testing.assert_array_equal(score_shard(W, v, bv, bh, settings, seed=0)["acc_counts"], from_silence["acc_counts"])  # no previous frames: silence
+    with pytest.raises(ValueError, match="acc_start"):
+        EvalSettings(acc_start="truth")
+
+
+def test_evaluate_starts_each_frames_chains_at_the_frame_before_it(model_and_rolls):
+    """The previous frames reach the shards: a piece's first frame starts from silence, every
+    other from its predecessor. Chains of 0 Gibbs steps predict their start, so `acc` is then
+    the repeat floor itself."""
+    model, rolls = model_and_rolls
+    zero_steps = EvalSettings(ais_runs=4, ais_betas=10, start_betas=5, acc_samples=1, acc_gibbs_k=0, raise_runs=2)
+    result = evaluate(model, rolls, zero_steps, shard_frames=40)
+    assert result["acc_start"] == "previous"
+    assert result["acc"] == pytest.approx(result["acc_repeat"], abs=1e-9)
