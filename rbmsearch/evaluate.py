@@ -1,7 +1,7 @@
 """Score a run directory honestly: AIS/RAISE log-likelihood and frame-level accuracy.
 
     python -m rbmsearch.evaluate RUN_DIR [--data DATA.parquet] [--split test] [--ais-runs 100] [--ais-betas 1000]
-                                 [--raise-runs 10] [--acc-samples 10] [--acc-gibbs-k 1000] [--seed 0]
+                                 [--raise-runs 10] [--acc-samples 10] [--acc-gibbs-k 1000] [--acc-start previous] [--seed 0]
                                  [--frames N] [--shard-frames 500] [--address auto|HOST:PORT|local] [--cpus-per-shard C] [--gpus-per-shard G]
 
 Reads a run directory (`rbmsearch.run`) and its dataset; prints one JSON object with `nll`
@@ -37,7 +37,7 @@ __all__ = ["EvalSettings", "evaluate", "evaluate_run", "score_run", "subsample"]
 
 log = logging.getLogger(__name__)
 
-MIXING_GAP_WARNING = 0.01  # warn when chains from the truth score this much higher than those from silence
+MIXING_GAP_WARNING = 0.01  # warn when chains from the truth score this much higher than those of acc_start
 NLL_GAP_WARNING = 0.05  # warn when RAISE's NLL and AIS's differ by more (nats per frame)
 Z95 = 1.959964  # the normal distribution's two-sided 95% point
 
