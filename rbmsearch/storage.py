@@ -17,9 +17,11 @@ from pathlib import Path
 import pyarrow
 import pyarrow.fs
 
-from rbmsearch.files import write_text
+from rbmsearch.files import FILE_MODE, write_text
 
-__all__ = ["is_uri", "read_text", "storage_filesystem", "storage_root", "store_text", "upload"]
+__all__ = ["is_uri", "read_text", "remove_partial_files", "storage_filesystem", "storage_root", "store_text", "upload"]
+
+PARTIAL_SUFFIX = ".partial"  # a file that storage_filesystem is still writing: .NAME.XXXX.partial
 
 
 def is_uri(path: str) -> bool:
@@ -68,6 +70,17 @@ def storage_filesystem(storage: str):
     return None if is_uri(storage) else pyarrow.fs.PyFileSystem(AtomicLocalHandler())
 
 
+def remove_partial_files(root: str) -> int:
+    """Delete the half-written files that a killed writer of storage_filesystem left under a
+    local root (nothing for a URI); returns how many."""
+    if is_uri(root):
+        return 0
+    found = list(Path(root).rglob(f".*{PARTIAL_SUFFIX}"))
+    for path in found:
+        path.unlink(missing_ok=True)
+    return len(found)
+
+
 class _PartialFile:
     """A file written beside `path` under a hidden name, renamed to `path` when closed.
 
@@ -75,7 +88,7 @@ class _PartialFile:
 
     def __init__(self, path: str):
         self.path = path
-        fd, self.tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=f".{os.path.basename(path)}.", suffix=".partial")
+        fd, self.tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", prefix=f".{os.path.basename(path)}.", suffix=PARTIAL_SUFFIX)
         self._file = os.fdopen(fd, "wb")
         self._failed = False
         self.closed = False
@@ -104,7 +117,7 @@ class _PartialFile:
             self._file.close()
             if self._failed:
                 raise OSError(f"{self.path}: a write failed; the file keeps its old content")
-            os.chmod(self.tmp, 0o644)
+            os.chmod(self.tmp, FILE_MODE)
             os.replace(self.tmp, self.path)
         finally:
             if os.path.exists(self.tmp):
@@ -155,8 +168,7 @@ class AtomicLocalHandler(pyarrow.fs.FileSystemHandler):
 
     def copy_file(self, src, dest):
         with self._fs.open_input_stream(src) as source, self.open_output_stream(dest, None) as target:
-            while chunk := source.read(1 << 24):
-                target.write(chunk)
+            target.upload(source)
 
     def open_input_stream(self, path):
         return self._fs.open_input_stream(path)

@@ -32,7 +32,7 @@ from rbmsearch.data import Dataset, open_data
 from rbmsearch.errors import DivergenceError, RenderError, SearchError, SearchSpaceError
 from rbmsearch.report import TrialSummary, optuna_distributions, report_search, report_single
 from rbmsearch.space import DEFAULT_SPACE, SearchSettings, SearchSpace, load_space
-from rbmsearch.storage import is_uri, read_text, storage_filesystem, storage_root, store_text
+from rbmsearch.storage import is_uri, read_text, remove_partial_files, storage_filesystem, storage_root, store_text
 from rbmsearch.train import train
 from rbmsearch.workers import configure_process, ray_session
 
@@ -458,8 +458,7 @@ def _check_tune_state(experiment: str) -> None:
         return  # object stores replace whole objects
     import pickletools
 
-    for partial in Path(experiment).glob(".*.partial"):
-        partial.unlink(missing_ok=True)
+    remove_partial_files(experiment)  # in the trials' checkpoints too
     for pattern in TUNE_STATE_FILES:
         for path in Path(experiment).glob(pattern):
             try:

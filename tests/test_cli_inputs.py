@@ -234,8 +234,11 @@ def test_tune_resume_truncated_tune_state(capsys, state, tmp_path):
     whole = json.dumps({"trials": []}).encode() if state.endswith(".json") and "experiment" in state else pickle.dumps({"counter": 2})
     (experiment / state).write_bytes(whole[: len(whole) // 2])
     (experiment / ".tuner.pkl.abc.partial").write_bytes(b"half")  # the hidden half of an atomic write goes
+    checkpoint = experiment / "trial_x" / "checkpoint_000001"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / ".params.npz.def.partial").write_bytes(b"half")  # in a trial's checkpoint too
     check_one_line_error(capsys, lambda: tune.main(["--resume", "--storage", str(tmp_path / "runs"), "--name", "exp"]), experiment / state)
-    assert not (experiment / ".tuner.pkl.abc.partial").exists()
+    assert not (experiment / ".tuner.pkl.abc.partial").exists() and not list(checkpoint.iterdir())
     assert len((experiment / state).read_bytes()) == len(whole) // 2  # the file is left as it was
 
 
