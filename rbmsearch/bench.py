@@ -242,18 +242,19 @@ def bench_train(args: argparse.Namespace) -> dict:
 
     if args.reference and not Path(args.reference).is_file():
         raise BenchError(f"--reference {args.reference}: no such file; pass the path of the reference training script.")
-    if args.threads is not None:
-        if args.threads < 1:
-            raise BenchError(f"--threads must be at least 1, but got {args.threads}.")
-        from rbmsearch.workers import set_tf_threads
+    from rbmsearch.workers import TRAINING_OP_THREADS, set_tf_threads
 
-        set_tf_threads(args.threads)  # before any op runs: what a search trial with this many CPUs gets
+    for name, value in (("--threads", args.threads), ("--op-threads", args.op_threads)):
+        if value is not None and value < 1:
+            raise BenchError(f"{name} must be at least 1, but got {value}.")
+    op_threads = args.op_threads or TRAINING_OP_THREADS
+    set_tf_threads(args.threads or os.cpu_count() or 1, op_threads)  # before any op runs: what a search trial with this many CPUs gets
     devices = select_device(args.device)
     rolls = _load_dataset(args.source).rolls("train")
     paper = TrainConfig(**PAPER_SIZE).with_overrides(args.set)
     with tempfile.TemporaryDirectory(prefix="rbmsearch-bench-") as tmp:
         reference = (args.reference, _as_pickle(args.source, Path(tmp))) if args.reference else None
-        figures = {"source": args.source, "device": args.device, "threads": args.threads or "all", "runs": args.runs, "epochs_per_run": args.epochs}
+        figures = {"source": args.source, "device": args.device, "threads": args.threads or "all", "op_threads": op_threads, "runs": args.runs, "epochs_per_run": args.epochs}
         figures.update(_train_figures(paper, rolls, args.epochs, args.runs, reference))
         if not args.paper_only:
             figures["default_config"] = _train_figures(TrainConfig(), rolls, args.epochs, args.runs, None)
@@ -465,6 +466,7 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="gpu: refuse when none is visible; cpu: hide the GPUs")
     train.add_argument("--paper-only", action="store_true", help="skip the default configuration")
     train.add_argument("--threads", type=int, help="TensorFlow's threads, as a search trial with that many CPUs has (default: every core)")
+    train.add_argument("--op-threads", type=int, help="threads each op splits over (default 1, as training runs; ops run side by side on --threads)")
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrainConfig field of the paper-size run")
     generate = commands.add_parser("generate", help="generation throughput")
     generate.add_argument("--steps", type=int, default=500, help="frames per sample")

@@ -34,7 +34,7 @@ from rbmsearch.report import TrialSummary, optuna_distributions, report_search, 
 from rbmsearch.space import DEFAULT_SPACE, SearchSettings, SearchSpace, load_space
 from rbmsearch.storage import is_uri, read_text, remove_partial_files, storage_filesystem, storage_root, store_text
 from rbmsearch.train import train
-from rbmsearch.workers import configure_process, ray_session
+from rbmsearch.workers import TRAINING_OP_THREADS, configure_process, ray_session
 
 __all__ = ["check_shared_storage", "finish", "network_filesystem", "run_search", "run_trial", "single_trial"]
 
@@ -99,7 +99,7 @@ def run_trial(params: dict, dataset: Dataset, spec: TrialSpec, session) -> dict:
     epochs at which a scheduler judges the trial: the monitor is read there too).
     """
     settings = spec.space.settings
-    configure_process(settings.cpus_per_trial, settings.gpus_per_trial)
+    configure_process(settings.cpus_per_trial, settings.gpus_per_trial, TRAINING_OP_THREADS)
     config = spec.space.train_config(params)
     restored = session.restore()
     acc = _ValidationAcc(dataset, settings.acc_frames, config) if settings.acc_frames else None

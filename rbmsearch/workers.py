@@ -4,6 +4,12 @@
 listens on the loopback only. `configure_process` fits TensorFlow to what Ray gave a task: its
 threads follow the task's CPUs, and a task without GPUs never claims one. Search trials
 (`rbmsearch.tune`) and scoring shards (`rbmsearch.scoring`) both use them.
+
+Training runs one op per thread (`TRAINING_OP_THREADS`): a CD-k step is many small ops, and
+its independent ones (the next Gibbs step's noise, the two free energies, the gradients) then
+run side by side on the process's threads, where splitting each small op over every core cost
+more than it gained (docs/results.md, 10.4). Scoring shards, whose products are large, split
+their ops over all the task's cores.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from pathlib import Path
 
 from rbmsearch.console import import_tensorflow
 
-__all__ = ["Resources", "cluster_gpus", "configure_process", "ray_running", "ray_session", "set_tf_threads"]
+__all__ = ["TRAINING_OP_THREADS", "Resources", "cluster_gpus", "configure_process", "ray_running", "ray_session", "set_tf_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -121,8 +127,12 @@ def cluster_gpus() -> float:
     return float(ray.cluster_resources().get("GPU", 0))
 
 
-def configure_process(cpus: float, gpus: float) -> None:
-    """Before TF starts in this process: its threads follow the task's CPUs; no GPU if it has none."""
+TRAINING_OP_THREADS = 1  # threads per op in a training process; its ops run in parallel across the rest
+
+
+def configure_process(cpus: float, gpus: float, op_threads: int | None = None) -> None:
+    """Before TF starts in this process: its threads follow the task's CPUs (`op_threads` per op,
+    default all of them; see `set_tf_threads`); no GPU if it has none."""
     if gpus == 0:
         # TF reads this when it initialises CUDA: a CPU task on a GPU node must not claim a GPU.
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
@@ -131,14 +141,17 @@ def configure_process(cpus: float, gpus: float) -> None:
     # which counts traces across models, says nothing here.
     logging.getLogger("tensorflow").addFilter(lambda record: "triggered tf.function retracing" not in record.getMessage())
 
-    set_tf_threads(max(1, int(cpus)))
+    set_tf_threads(max(1, int(cpus)), op_threads)
 
 
-def set_tf_threads(threads: int) -> None:
-    """Before any TF op runs in this process: TF's intra- and inter-op threads."""
+def set_tf_threads(threads: int, op_threads: int | None = None, warn: bool = True) -> None:
+    """Before any TF op runs in this process: `threads` run ops side by side (TF's inter-op
+    threads), and each op splits over `op_threads` of them (intra-op; default `threads`).
+    Afterwards TF keeps its threads, and this warns (`warn`) that the task may use more cores."""
     tf = import_tensorflow()
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_intra_op_parallelism_threads(min(threads, op_threads or threads))
         tf.config.threading.set_inter_op_parallelism_threads(threads)
     except RuntimeError as e:  # TF already ran ops here with other settings
-        warnings.warn(f"Could not set TensorFlow to {threads} thread(s) ({e}); the task may use more cores than it reserved.", stacklevel=2)
+        if warn:
+            warnings.warn(f"Could not set TensorFlow to {threads} thread(s) ({e}); the task may use more cores than it reserved.", stacklevel=2)

@@ -82,12 +82,13 @@ def test_model_limit_times_the_products_it_is_given():
 def test_bench_train_reports_both_configurations_and_the_reference_ratio(tmp_path, toy_parquet):
     script = tmp_path / "reference.py"
     script.write_text(REFERENCE)
-    command = [sys.executable, "-m", "rbmsearch.bench", "train", "--source", str(toy_parquet), "--epochs", "1", "--runs", "2", "--threads", "1",
+    command = [sys.executable, "-m", "rbmsearch.bench", "train", "--source", str(toy_parquet), "--epochs", "1", "--runs", "2", "--threads", "2",
                "--reference", str(script), "--set", "cd_k=2"]  # fmt: skip
     out = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     figures = json.loads(out.stdout.splitlines()[-1])
-    assert figures["config"]["cd_k"] == 2 and figures["default_config"]["config"]["cd_k"] == 3 and figures["threads"] == 1
+    assert figures["config"]["cd_k"] == 2 and figures["default_config"]["config"]["cd_k"] == 3
+    assert (figures["threads"], figures["op_threads"]) == (2, 1)  # ops side by side on 2 threads, one thread each
     for f in (figures, figures["default_config"]):
         assert f["frames_per_s"] in f["frames_per_s_runs"] and len(f["frames_per_s_runs"]) == 2
         assert f["roofline_fraction"] == pytest.approx(f["achieved_gflops"] / f["limit_gflops"], abs=0.002)
@@ -101,6 +102,8 @@ def test_bench_train_reports_both_configurations_and_the_reference_ratio(tmp_pat
         bench_main([*command[3:-4], "--reference", str(tmp_path / "nope.py")])
     with pytest.raises(SystemExit, match="--threads must be at least 1, but got 0"):
         bench_main(["train", "--source", str(toy_parquet), "--threads", "0"])
+    with pytest.raises(SystemExit, match="--op-threads must be at least 1, but got 0"):
+        bench_main(["train", "--source", str(toy_parquet), "--op-threads", "0"])
     import tensorflow as tf
 
     if not tf.config.list_physical_devices("GPU"):  # on a machine without one, the refusal

@@ -158,3 +158,37 @@ def test_a_search_stopped_by_ctrl_c_then_killed_resumes_each_time_keeping_every_
         assert epochs[: len(before.get(trial, []))] == before.get(trial, [])  # what was logged stays
     assert any(len(e) == 4 for e in after.values())  # ASHA let a trial run to the end
     assert (experiment / "best.json").is_file() and not list(experiment.glob(".*.partial"))
+
+
+_LAYOUT_RUN = """
+import hashlib, json, sys
+import numpy as np
+from rbmsearch.workers import TRAINING_OP_THREADS, configure_process
+configure_process(float(sys.argv[1]), 0, TRAINING_OP_THREADS)
+import tensorflow as tf
+from rbmsearch.config import TrainConfig
+from rbmsearch.model import ModelConfig, RnnRbm
+from rbmsearch.train import make_optimizer, make_train_step
+config = TrainConfig(n_hidden=24, n_recurrent=12, cd_k=3)
+model = RnnRbm(ModelConfig.of(config), seed=0)
+step = make_train_step(model, make_optimizer(config, steps_per_epoch=10), config)
+rolls = np.random.default_rng(0).random((4, 8, 16, 88)) < 0.1
+mask = np.ones((8, 16), np.float32)
+for i, v in enumerate(rolls):
+    step(tf.constant(v, tf.float32), tf.constant(mask), tf.constant([0, i], tf.int64))
+digest = hashlib.sha256(b"".join(p.tobytes() for p in model.to_params().values())).hexdigest()
+threading = tf.config.threading
+print(json.dumps([threading.get_intra_op_parallelism_threads(), threading.get_inter_op_parallelism_threads(), digest]))
+"""
+
+
+@pytest.mark.slow
+def test_a_training_process_runs_one_thread_per_op_and_its_result_does_not_depend_on_its_cpus():
+    def run(cpus: int) -> list:
+        out = subprocess.run([sys.executable, "-c", _LAYOUT_RUN, str(cpus)], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        return json.loads(out.stdout.splitlines()[-1])
+
+    one, two = run(1), run(2)
+    assert one[:2] == [1, 1] and two[:2] == [1, 2]  # ops run side by side on the task's CPUs, each on one thread
+    assert one[2] == two[2]  # 4 training steps: bit for bit the same parameters, whatever ran beside what
