@@ -247,14 +247,14 @@ def bench_train(args: argparse.Namespace) -> dict:
     for name, value in (("--threads", args.threads), ("--op-threads", args.op_threads)):
         if value is not None and value < 1:
             raise BenchError(f"{name} must be at least 1, but got {value}.")
-    op_threads = args.op_threads or TRAINING_OP_THREADS
-    set_tf_threads(args.threads or os.cpu_count() or 1, op_threads)  # before any op runs: what a search trial with this many CPUs gets
+    threads, op_threads = args.threads or os.cpu_count() or 1, args.op_threads or TRAINING_OP_THREADS
+    set_tf_threads(threads, op_threads)  # before any op runs: what a search trial with this many CPUs gets
     devices = select_device(args.device)
     rolls = _load_dataset(args.source).rolls("train")
     paper = TrainConfig(**PAPER_SIZE).with_overrides(args.set)
     with tempfile.TemporaryDirectory(prefix="rbmsearch-bench-") as tmp:
         reference = (args.reference, _as_pickle(args.source, Path(tmp))) if args.reference else None
-        figures = {"source": args.source, "device": args.device, "threads": args.threads or "all", "op_threads": op_threads, "runs": args.runs, "epochs_per_run": args.epochs}
+        figures = {"source": args.source, "device": args.device, "threads": threads, "op_threads": op_threads, "runs": args.runs, "epochs_per_run": args.epochs}
         figures.update(_train_figures(paper, rolls, args.epochs, args.runs, reference))
         if not args.paper_only:
             figures["default_config"] = _train_figures(TrainConfig(), rolls, args.epochs, args.runs, None)

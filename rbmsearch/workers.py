@@ -5,7 +5,7 @@ listens on the loopback only. `configure_process` fits TensorFlow to what Ray ga
 threads follow the task's CPUs, and a task without GPUs never claims one. Search trials
 (`rbmsearch.tune`) and scoring shards (`rbmsearch.scoring`) both use them.
 
-Training runs one op per thread (`TRAINING_OP_THREADS`): a CD-k step is many small ops, and
+Training gives each op one thread (`TRAINING_OP_THREADS`): a CD-k step is many small ops, and
 its independent ones (the next Gibbs step's noise, the two free energies, the gradients) then
 run side by side on the process's threads, where splitting each small op over every core cost
 more than it gained (docs/results.md, 10.4). Scoring shards, whose products are large, split
