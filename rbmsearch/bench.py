@@ -235,6 +235,19 @@ def _train_figures(config, rolls, epochs: int, runs: int, reference: tuple[str, 
     return figures
 
 
+def _set_threads(args: argparse.Namespace) -> tuple[int, int]:
+    """Before any op runs: TF's threads from --threads and --op-threads, as a training or
+    generating process with that many CPUs gets them. Returns (threads, threads per op)."""
+    from rbmsearch.workers import SMALL_OP_THREADS, set_tf_threads
+
+    for name, value in (("--threads", args.threads), ("--op-threads", args.op_threads)):
+        if value is not None and value < 1:
+            raise BenchError(f"{name} must be at least 1, but got {value}.")
+    threads, op_threads = args.threads or os.cpu_count() or 1, args.op_threads or SMALL_OP_THREADS
+    set_tf_threads(threads, op_threads)
+    return threads, op_threads
+
+
 def bench_train(args: argparse.Namespace) -> dict:
     """Training throughput at the paper's size and at the default configuration: frames/s, exact
     FLOPs, the fraction of the model-shaped limit, and (--reference) the ratio to the TF-1 code."""
@@ -242,13 +255,7 @@ def bench_train(args: argparse.Namespace) -> dict:
 
     if args.reference and not Path(args.reference).is_file():
         raise BenchError(f"--reference {args.reference}: no such file; pass the path of the reference training script.")
-    from rbmsearch.workers import TRAINING_OP_THREADS, set_tf_threads
-
-    for name, value in (("--threads", args.threads), ("--op-threads", args.op_threads)):
-        if value is not None and value < 1:
-            raise BenchError(f"{name} must be at least 1, but got {value}.")
-    threads, op_threads = args.threads or os.cpu_count() or 1, args.op_threads or TRAINING_OP_THREADS
-    set_tf_threads(threads, op_threads)  # before any op runs: what a search trial with this many CPUs gets
+    threads, op_threads = _set_threads(args)
     devices = select_device(args.device)
     rolls = _load_dataset(args.source).rolls("train")
     paper = TrainConfig(**PAPER_SIZE).with_overrides(args.set)
@@ -266,10 +273,11 @@ def bench_generate(args: argparse.Namespace) -> dict:
     from rbmsearch.model import ModelConfig, RnnRbm
     from rbmsearch.config import TrainConfig
 
+    threads, op_threads = _set_threads(args)
     devices = select_device(args.device)
     config = TrainConfig(**PAPER_SIZE).with_overrides(args.set)
     model = RnnRbm(ModelConfig.of(config), seed=0)
-    figures = {"gibbs_k": args.k, "steps": args.steps, "devices": devices}
+    figures = {"gibbs_k": args.k, "steps": args.steps, "threads": threads, "op_threads": op_threads, "devices": devices}
     for n in (1, 16):
         model.generate(n, args.steps, args.k, seed=0)  # trace and warm up
         start = time.perf_counter()
@@ -450,6 +458,11 @@ def bench_fuzz(args: argparse.Namespace) -> dict:
 BENCHMARKS = {"evaluate": bench_evaluate, "fuzz": bench_fuzz, "data": bench_data, "train": bench_train, "generate": bench_generate, "tune": bench_tune, "render": bench_render}
 
 
+def _thread_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, help="TensorFlow's threads, as a process with that many CPUs has (default: every core)")
+    parser.add_argument("--op-threads", type=int, help="threads each op splits over (default 1, as training and generation run; ops run side by side on --threads)")
+
+
 @cli
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m rbmsearch.bench", description="Measure rbmsearch on this machine.")
@@ -465,8 +478,7 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--reference", metavar="PATH", help="a reference training script to run on the same data, alternating (e.g. the TF-1 RNN-RBM)")
     train.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="gpu: refuse when none is visible; cpu: hide the GPUs")
     train.add_argument("--paper-only", action="store_true", help="skip the default configuration")
-    train.add_argument("--threads", type=int, help="TensorFlow's threads, as a search trial with that many CPUs has (default: every core)")
-    train.add_argument("--op-threads", type=int, help="threads each op splits over (default 1, as training runs; ops run side by side on --threads)")
+    _thread_arguments(train)
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrainConfig field of the paper-size run")
     generate = commands.add_parser("generate", help="generation throughput")
     generate.add_argument("--steps", type=int, default=500, help="frames per sample")
@@ -474,6 +486,7 @@ def main(argv: list[str] | None = None) -> None:
     generate.add_argument("--repeats", type=int, default=3)
     generate.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrainConfig field")
     generate.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="gpu: refuse when none is visible; cpu: hide the GPUs")
+    _thread_arguments(generate)
     _tune_arguments(commands.add_parser("tune", help="Ray Tune overhead, and concurrent vs sequential trials"))
     evaluate = commands.add_parser("evaluate", help="scoring a test split: frames/s, the share of this machine's limit, the NLL")
     evaluate.add_argument("--source", required=True, help="a Parquet dataset with a test split")

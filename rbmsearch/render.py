@@ -35,6 +35,7 @@ from rbmsearch.console import cli, import_tensorflow
 from rbmsearch.errors import DatasetError, RenderError
 from rbmsearch.files import atomic_write, make_dir, write_json
 from rbmsearch.midi import MIN_MIDI_PITCH, NUM_PITCHES, write_midi
+from rbmsearch.workers import set_small_op_threads
 
 __all__ = ["RenderError", "beats_text", "default_program", "find_fluidsynth", "note_name", "render_run", "roll_stats", "synthesize", "write_png", "write_wav"]
 
@@ -450,6 +451,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--program", type=int, help="General MIDI program, 0..127 (default: 19, Church Organ, for chorales; 0, piano, otherwise)")
     args = parser.parse_args(argv)
     import_tensorflow()  # here, without its start-up lines, before any stage loads it
+    set_small_op_threads()  # generation is many small ops: one thread each, side by side
     result = render_run(args.run_dir, args.out, args.num, args.steps, args.seed, args.primer, args.data, args.synth, args.soundfont, args.program, args.references, args.continuations, progress=True)  # fmt: skip
     stats = result["stats"]
     extra = f", {len(result['references'])} training pieces and {len(result['continuations'])} continuations" if result["references"] or result["continuations"] else ""

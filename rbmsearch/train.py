@@ -35,7 +35,7 @@ from rbmsearch.data import Dataset, read_dataset
 from rbmsearch.errors import DatasetError, DivergenceError
 from rbmsearch.files import make_dir
 from rbmsearch.run import read_metrics, write_metrics, write_params, write_run
-from rbmsearch.workers import TRAINING_OP_THREADS, set_tf_threads
+from rbmsearch.workers import set_small_op_threads
 
 __all__ = ["MonitorSettings", "Report", "chain_length", "monitor", "pretrain", "pretrain_rnn", "train"]
 
@@ -385,7 +385,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-test", action="store_true", help="skip the final test-split evaluation")
     args = parser.parse_args(argv)
     import_tensorflow()  # here, without its start-up lines, before any stage loads it
-    set_tf_threads(os.cpu_count() or 1, TRAINING_OP_THREADS, warn=False)  # as a search trial runs, with every core (a caller's TF keeps its own)
+    set_small_op_threads()  # as a search trial runs, with every core
     overrides = args.set + ([f"epochs={args.epochs}"] if args.epochs is not None else [])
     config = TrainConfig().with_overrides(overrides)
     dataset = read_dataset(args.data)

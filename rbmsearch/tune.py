@@ -34,7 +34,7 @@ from rbmsearch.report import TrialSummary, optuna_distributions, report_search, 
 from rbmsearch.space import DEFAULT_SPACE, SearchSettings, SearchSpace, load_space
 from rbmsearch.storage import is_uri, read_text, remove_partial_files, storage_filesystem, storage_root, store_text
 from rbmsearch.train import train
-from rbmsearch.workers import TRAINING_OP_THREADS, configure_process, ray_session
+from rbmsearch.workers import SMALL_OP_THREADS, configure_process, ray_session, set_small_op_threads
 
 __all__ = ["check_shared_storage", "finish", "network_filesystem", "run_search", "run_trial", "single_trial"]
 
@@ -99,7 +99,7 @@ def run_trial(params: dict, dataset: Dataset, spec: TrialSpec, session) -> dict:
     epochs at which a scheduler judges the trial: the monitor is read there too).
     """
     settings = spec.space.settings
-    configure_process(settings.cpus_per_trial, settings.gpus_per_trial, TRAINING_OP_THREADS)
+    configure_process(settings.cpus_per_trial, settings.gpus_per_trial, SMALL_OP_THREADS)
     config = spec.space.train_config(params)
     restored = session.restore()
     acc = _ValidationAcc(dataset, settings.acc_frames, config) if settings.acc_frames else None
@@ -584,6 +584,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--verbose", action="store_true", help="Ray Tune's full tables instead of a line per ended trial and a status line a minute")
     args = parser.parse_args(argv)
     import_tensorflow()  # here, without its start-up lines, before any stage loads it
+    set_small_op_threads()  # the driver's own TF renders the samples; trials and shards set their own
 
     minutes = args.time_budget
     if minutes is not None and not 0 < minutes < math.inf:

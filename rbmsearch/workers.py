@@ -5,11 +5,11 @@ listens on the loopback only. `configure_process` fits TensorFlow to what Ray ga
 threads follow the task's CPUs, and a task without GPUs never claims one. Search trials
 (`rbmsearch.tune`) and scoring shards (`rbmsearch.scoring`) both use them.
 
-Training gives each op one thread (`TRAINING_OP_THREADS`): a CD-k step is many small ops, and
-its independent ones (the next Gibbs step's noise, the two free energies, the gradients) then
-run side by side on the process's threads, where splitting each small op over every core cost
-more than it gained (docs/results.md, 10.4). Scoring shards, whose products are large, split
-their ops over all the task's cores.
+Training and generation give each op one thread (`SMALL_OP_THREADS`): a CD-k step or a
+generated frame is many small ops, and the independent ones (the next Gibbs step's noise, the
+two free energies, the gradients) then run side by side on the process's threads, where
+splitting each small op over every core cost more than it gained (docs/results.md, 10.4).
+Scoring shards, whose products are large, split their ops over all the task's cores.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 
 from rbmsearch.console import import_tensorflow
 
-__all__ = ["TRAINING_OP_THREADS", "Resources", "cluster_gpus", "configure_process", "ray_running", "ray_session", "set_tf_threads"]
+__all__ = ["SMALL_OP_THREADS", "Resources", "cluster_gpus", "configure_process", "ray_running", "ray_session", "set_small_op_threads", "set_tf_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ def cluster_gpus() -> float:
     return float(ray.cluster_resources().get("GPU", 0))
 
 
-TRAINING_OP_THREADS = 1  # threads per op in a training process; its ops run in parallel across the rest
+SMALL_OP_THREADS = 1  # threads per op in a process of many small ops (training, generation); its ops run side by side
 
 
 def configure_process(cpus: float, gpus: float, op_threads: int | None = None) -> None:
@@ -142,6 +142,12 @@ def configure_process(cpus: float, gpus: float, op_threads: int | None = None) -
     logging.getLogger("tensorflow").addFilter(lambda record: "triggered tf.function retracing" not in record.getMessage())
 
     set_tf_threads(max(1, int(cpus)), op_threads)
+
+
+def set_small_op_threads() -> None:
+    """Before any TF op runs in this process of small ops (training, generation) on this machine:
+    every core runs ops side by side, one thread each. A caller's TF that already ran keeps its own."""
+    set_tf_threads(os.cpu_count() or 1, SMALL_OP_THREADS, warn=False)
 
 
 def set_tf_threads(threads: int, op_threads: int | None = None, warn: bool = True) -> None:

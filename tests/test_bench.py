@@ -114,6 +114,18 @@ def test_bench_train_reports_both_configurations_and_the_reference_ratio(tmp_pat
         assert gpu.returncode == 0 and json.loads(gpu.stdout.splitlines()[-1])["frames_per_s"] > 0
 
 
+@pytest.mark.slow
+def test_bench_generate_runs_its_ops_side_by_side_and_reports_the_layout():
+    command = [sys.executable, "-m", "rbmsearch.bench", "generate", "--device", "cpu", "--steps", "4", "--k", "2", "--repeats", "1", "--set", "n_hidden=16", "--set", "n_recurrent=8"]
+    out = subprocess.run([*command, "--threads", "2"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    figures = json.loads(out.stdout.splitlines()[-1])
+    assert (figures["threads"], figures["op_threads"]) == (2, 1)  # as generation runs: one thread per op
+    assert figures["frames_per_s"] > 0 and figures["frames_per_s_16_samples"] > 0
+    refused = subprocess.run([*command, "--op-threads", "0"], capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "--op-threads must be at least 1, but got 0" in refused.stderr
+
+
 # Training and scoring a tiny model, with TensorFlow logging where every op is placed.
 PLACEMENT = textwrap.dedent(
     """

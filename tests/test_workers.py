@@ -163,8 +163,8 @@ def test_a_search_stopped_by_ctrl_c_then_killed_resumes_each_time_keeping_every_
 _LAYOUT_RUN = """
 import hashlib, json, sys
 import numpy as np
-from rbmsearch.workers import TRAINING_OP_THREADS, configure_process
-configure_process(float(sys.argv[1]), 0, TRAINING_OP_THREADS)
+from rbmsearch.workers import SMALL_OP_THREADS, configure_process
+configure_process(float(sys.argv[1]), 0, SMALL_OP_THREADS)
 import tensorflow as tf
 from rbmsearch.config import TrainConfig
 from rbmsearch.model import ModelConfig, RnnRbm
