@@ -74,7 +74,7 @@ class TrainConfig:
     # The test evaluation at the end (rbmsearch.evaluate): AIS with the paper's 100 runs.
     eval_ais_runs: int = AIS_RUNS
     eval_ais_betas: int = AIS_BETAS  # the most temperatures a test shard doubles to (EvalSettings.ais_betas)
-    eval_acc_samples: int = 10
+    eval_acc_samples: int = 30  # prediction chains per frame: the sampled accuracy and the best guess's marginals (EvalSettings.acc_samples)
     eval_acc_gibbs_k: int = 1000  # Gibbs steps per accuracy sample, enough to mix (EvalSettings.acc_gibbs_k)
     eval_raise_runs: int = 10  # reverse-AIS runs per frame for test_nll_raise (EvalSettings.raise_runs)
     eval_max_betas: int = 0  # past eval_ais_betas, a shard may double on to this many with fewer runs; 0: off (EvalSettings.max_betas)

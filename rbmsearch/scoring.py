@@ -27,7 +27,7 @@ from rbmsearch.config import AIS_BETAS, AIS_RUNS
 from rbmsearch.files import atomic_write, make_dir, write_json
 from rbmsearch.workers import Resources, configure_process, ray_running
 
-__all__ = ["ACC_STARTS", "BASES", "SHARD_FRAMES", "EvalSettings", "fitted_base", "Shard", "ShardStore", "run_shards", "sample_predictions", "score_shard", "shard_seed"]
+__all__ = ["ACC_STARTS", "BASES", "SHARD_FRAMES", "EvalSettings", "chain_marginals", "fitted_base", "Shard", "ShardStore", "run_shards", "sample_predictions", "score_shard", "shard_seed"]
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ RAISE_AHEAD = 4  # RAISE may run up to this many times AIS's temperatures before
 PILOT_FRAMES = 50  # frames of a shard whose annealing finds the temperatures the whole shard starts at
 MIN_LONG_RUNS = {False: 10, True: 2}  # the fewest AIS (False) and RAISE (True, reverse) runs of an annealing past ais_betas
 # The per-frame arrays of a finished shard, with their dtypes.
-SHARD_ARRAYS = {"ll_ais": np.float64, "ll_raise": np.float64, "marginals": np.float32, "acc_counts": np.float32, "mixing_counts": np.float32, "betas": np.int64, "sweeps": np.float64}
+SHARD_ARRAYS = {"ll_ais": np.float64, "ll_raise": np.float64, "marginals": np.float32, "chain_marginals": np.float32, "acc_counts": np.float32, "mixing_counts": np.float32, "betas": np.int64, "sweeps": np.float64}
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,9 @@ class EvalSettings:
     # Temperatures: each shard starts at start_betas and doubles them until AIS's and RAISE's
     # NLL agree within gap_tolerance, or ais_betas is reached. gap_tolerance 0: always ais_betas.
     ais_betas: int = AIS_BETAS
-    acc_samples: int = 10
+    # Prediction chains per frame: `acc`, and the best guess's marginals (`chain_marginals`), which
+    # 10 chains left 0.4 to 0.6 points of accuracy apart between seeds (docs/results.md, 6.12).
+    acc_samples: int = 30
     # Gibbs steps per predicted frame: generation's 25 do not mix, 1000 do (docs/evaluation.md,
     # "Sampled"); `acc_mixing_gap` checks it on every evaluation.
     acc_gibbs_k: int = 1000
@@ -132,18 +134,27 @@ def sample_predictions(W: np.ndarray, bv: np.ndarray, bh: np.ndarray, n_samples:
     return v.reshape(n_samples, n, n_v)
 
 
-def fitted_base(W: np.ndarray, bv: np.ndarray, bh: np.ndarray, samples: np.ndarray, seed: int) -> np.ndarray:
-    """Visible biases (N, n_v) of a factorial base close to each frame's RBM: the log-odds of
-    its note marginals, estimated from model samples (S, N, n_v) as the mean of p(v | h) with
-    h ~ p(h | sample), shrunk towards sigmoid(bv) by one pseudo-sample. Any base keeps AIS
-    unbiased; a closer one needs fewer temperatures (docs/results.md, 3.8)."""
+def chain_marginals(W: np.ndarray, bv: np.ndarray, bh: np.ndarray, samples: np.ndarray, seed: int) -> np.ndarray:
+    """Each frame's note marginals p(v_i = 1) (N, n_v) float64 under its RBM, from model samples
+    (S, N, n_v): the mean of p(v | h) with h ~ p(h | sample), a Rao-Blackwellised average. As good
+    as the samples' chains mix (`acc_mixing_gap`), and smooth where AIS's few heavy runs are lumpy."""
     rng = np.random.default_rng([seed, 3])
-    q = 1.0 / (1.0 + np.exp(-bv.astype(np.float64)))  # the pseudo-sample: the frame's own biases
+    q = np.zeros(bv.shape, np.float64)
     for sample in samples:
         p_h = 1.0 / (1.0 + np.exp(-(bh + sample.astype(np.float32) @ W)))
         h = (rng.random(p_h.shape) < p_h).astype(np.float32)
         q += 1.0 / (1.0 + np.exp(-(bv + h @ W.T).astype(np.float64)))
-    q = np.clip(q / (len(samples) + 1), 1e-4, 1 - 1e-4)
+    return q / len(samples)
+
+
+def fitted_base(W: np.ndarray, bv: np.ndarray, bh: np.ndarray, samples: np.ndarray, seed: int, marginals: np.ndarray | None = None) -> np.ndarray:
+    """Visible biases (N, n_v) of a factorial base close to each frame's RBM: the log-odds of
+    the samples' `chain_marginals` (pass them as `marginals` when already at hand), shrunk
+    towards sigmoid(bv) by one pseudo-sample. Any base keeps AIS unbiased; a closer one needs
+    fewer temperatures (docs/results.md, 3.8)."""
+    q = chain_marginals(W, bv, bh, samples, seed) if marginals is None else marginals
+    own = 1.0 / (1.0 + np.exp(-bv.astype(np.float64)))  # the pseudo-sample: the frame's own biases
+    q = np.clip((own + len(samples) * q) / (len(samples) + 1), 1e-4, 1 - 1e-4)
     return (np.log(q) - np.log1p(-q)).astype(np.float32)
 
 
@@ -154,7 +165,8 @@ def score_shard(W: np.ndarray, v: np.ndarray, bv: np.ndarray, bh: np.ndarray, se
     previous (N, n_v): the frame before each (silence at a piece's start), where the predictions'
     chains start with settings.acc_start "previous"; None is silence everywhere.
     ll_ais, ll_raise (N,): log p(v_t | history) from AIS's and RAISE's log Z; marginals
-    (N, n_v): p(note on) from AIS's weighted final states; acc_counts (S, N, 3) and
+    (N, n_v): p(note on) from AIS's weighted final states, chain_marginals (N, n_v) from the
+    predictions' samples (`chain_marginals`); acc_counts (S, N, 3) and
     mixing_counts (2, N, 3): TP, FP, FN of the predictions sampled by the chains of acc_start and of the
     chains started at the true frames (NaN for the frames the check skips); betas: AIS's and
     RAISE's temperatures when they agreed; sweeps: the Gibbs sweeps per frame all this took.
@@ -170,7 +182,8 @@ def score_shard(W: np.ndarray, v: np.ndarray, bv: np.ndarray, bh: np.ndarray, se
     mixing = np.full((MIXING_CHECK_SAMPLES, len(v), 3), np.nan, np.float32)
     truth = sample_predictions(W, bv[checked], bh[checked], MIXING_CHECK_SAMPLES, settings.acc_gibbs_k, seed + 1, start=v[checked])
     mixing[:, checked] = np.stack([accuracy.expected_counts(v[checked], s) for s in truth])
-    base = fitted_base(W, bv, bh, samples, seed) if settings.base == "fitted" else None
+    chain_q = chain_marginals(W, bv, bh, samples, seed)
+    base = fitted_base(W, bv, bh, samples, seed, chain_q) if settings.base == "fitted" else None
     marginals = np.zeros(v.shape, np.float32)
 
     def weigh(frames: slice, states: np.ndarray, log_weights: np.ndarray) -> None:
@@ -203,6 +216,7 @@ def score_shard(W: np.ndarray, v: np.ndarray, bv: np.ndarray, bh: np.ndarray, se
         "ll_ais": ll_ais,
         "ll_raise": ll_raise,
         "marginals": marginals,
+        "chain_marginals": chain_q.astype(np.float32),
         "acc_counts": counts(samples),
         "mixing_counts": mixing,
         "betas": np.array([betas_ais, betas_raise]),
@@ -389,4 +403,4 @@ def _run_on_ray(todo, inputs, settings, resources: Resources, finished, resent: 
 
 def settings_plan(settings: EvalSettings, shards: list[Shard], frames: np.ndarray) -> dict:
     """What a ShardStore's shards depend on, besides the model and the frames themselves."""
-    return {"settings": asdict(settings), "shard_frames": [[s.start, s.stop] for s in shards], "frame_indices_digest": hashlib.sha256(frames.tobytes()).hexdigest()[:16]}
+    return {"settings": asdict(settings), "arrays": sorted(SHARD_ARRAYS), "shard_frames": [[s.start, s.stop] for s in shards], "frame_indices_digest": hashlib.sha256(frames.tobytes()).hexdigest()[:16]}

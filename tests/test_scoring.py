@@ -21,7 +21,7 @@ from rbmsearch.evaluate import EvalSettings, evaluate, subsample
 from rbmsearch.run import load_run
 
 SETTINGS = EvalSettings(ais_runs=8, ais_betas=30, acc_samples=2, acc_gibbs_k=5, raise_runs=4)
-FIGURES = ("nll", "nll_raise", "nll_ci95", "acc", "acc_frame_mean", "acc_annealed", "acc_decoded", "acc_repeat", "acc_mixing_gap")
+FIGURES = ("nll", "nll_raise", "nll_ci95", "acc", "acc_frame_mean", "acc_annealed", "acc_decoded", "acc_decoded_annealed", "acc_repeat", "acc_mixing_gap")
 RAY_ENV = {"RAY_AUTH_MODE": "disabled"}
 
 
@@ -55,6 +55,24 @@ def test_shards_are_stored_reused_and_a_damaged_one_is_redone(tmp_path, model_an
     # Other settings never reuse these shards.
     other = evaluate(model, rolls, EvalSettings(**{**SETTINGS.__dict__, "seed": 1}), store_root=tmp_path, shard_frames=40)
     assert other["shards_reused"] == 0 and other["store"] != first["store"]
+
+
+def test_the_best_guess_reads_the_chains_marginals_and_the_annealed_guess_aiss(tmp_path, model_and_rolls):
+    """acc_decoded thresholds the marginals of the predictions' chains, acc_decoded_annealed
+    those of AIS's weighted states: both as `accuracy.decoded_accuracy` gives them from the
+    shards' stored arrays."""
+    import numpy as np
+
+    from rbmsearch import accuracy
+    from rbmsearch.model import conditional_rbms
+
+    model, rolls = model_and_rolls
+    result = evaluate(model, rolls, SETTINGS, store_root=tmp_path, shard_frames=40)
+    stored = [np.load(p) for p in sorted(Path(result["store"]).glob("shard-*.npz"))]
+    chain, annealed = (np.concatenate([s[key] for s in stored]).astype(np.float64) for key in ("chain_marginals", "marginals"))
+    v = conditional_rbms(model, rolls)[0]
+    assert result["acc_decoded"] == accuracy.decoded_accuracy(v, chain)[0] and result["acc_decoded_annealed"] == accuracy.decoded_accuracy(v, annealed)[0]
+    assert not np.allclose(chain, annealed)  # two estimates, not one stored twice
 
 
 def test_an_interrupted_evaluation_resumes_without_recomputing_finished_shards(tmp_path, model_and_rolls):
