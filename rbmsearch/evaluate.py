@@ -151,8 +151,8 @@ def evaluate(
                     "(EvalSettings.acc_gibbs_k), or read `acc_annealed`, which needs no chain to mix.",
                     gap, "the previous frame" if settings.acc_start == "previous" else "silence", settings.acc_gibbs_k)  # fmt: skip
     marginals = joined["marginals"].astype(np.float64)
-    # The best guess reads the marginals of the predictions' chains: smooth where they mix, where
-    # AIS's few heavy runs make lumpy ones on sharp models (docs/results.md, 6.12).
+    # The best guess reads the marginals of the predictions' chains, good where they mix; AIS's
+    # are biased on sharp models whose annealing has not converged (docs/results.md, 6.12).
     acc_decoded, threshold = accuracy.decoded_accuracy(v, joined["chain_marginals"].astype(np.float64))
     return {
         "nll": nll,

@@ -137,7 +137,8 @@ def sample_predictions(W: np.ndarray, bv: np.ndarray, bh: np.ndarray, n_samples:
 def chain_marginals(W: np.ndarray, bv: np.ndarray, bh: np.ndarray, samples: np.ndarray, seed: int) -> np.ndarray:
     """Each frame's note marginals p(v_i = 1) (N, n_v) float64 under its RBM, from model samples
     (S, N, n_v): the mean of p(v | h) with h ~ p(h | sample), a Rao-Blackwellised average. As good
-    as the samples' chains mix (`acc_mixing_gap`), and smooth where AIS's few heavy runs are lumpy."""
+    as the samples' chains mix (`acc_mixing_gap`); unlike AIS's weighted states, they do not need
+    the annealing to have converged (docs/results.md, 6.12)."""
     rng = np.random.default_rng([seed, 3])
     q = np.zeros(bv.shape, np.float64)
     for sample in samples:
