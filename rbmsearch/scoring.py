@@ -148,14 +148,13 @@ def chain_marginals(W: np.ndarray, bv: np.ndarray, bh: np.ndarray, samples: np.n
     return q / len(samples)
 
 
-def fitted_base(W: np.ndarray, bv: np.ndarray, bh: np.ndarray, samples: np.ndarray, seed: int, marginals: np.ndarray | None = None) -> np.ndarray:
+def fitted_base(bv: np.ndarray, marginals: np.ndarray, n_samples: int) -> np.ndarray:
     """Visible biases (N, n_v) of a factorial base close to each frame's RBM: the log-odds of
-    the samples' `chain_marginals` (pass them as `marginals` when already at hand), shrunk
-    towards sigmoid(bv) by one pseudo-sample. Any base keeps AIS unbiased; a closer one needs
-    fewer temperatures (docs/results.md, 3.8)."""
-    q = chain_marginals(W, bv, bh, samples, seed) if marginals is None else marginals
+    the `chain_marginals` of n_samples model samples, shrunk towards sigmoid(bv) by one
+    pseudo-sample. Any base keeps AIS unbiased; a closer one needs fewer temperatures
+    (docs/results.md, 3.8)."""
     own = 1.0 / (1.0 + np.exp(-bv.astype(np.float64)))  # the pseudo-sample: the frame's own biases
-    q = np.clip((own + len(samples) * q) / (len(samples) + 1), 1e-4, 1 - 1e-4)
+    q = np.clip((own + n_samples * marginals) / (n_samples + 1), 1e-4, 1 - 1e-4)
     return (np.log(q) - np.log1p(-q)).astype(np.float32)
 
 
@@ -184,7 +183,7 @@ def score_shard(W: np.ndarray, v: np.ndarray, bv: np.ndarray, bh: np.ndarray, se
     truth = sample_predictions(W, bv[checked], bh[checked], MIXING_CHECK_SAMPLES, settings.acc_gibbs_k, seed + 1, start=v[checked])
     mixing[:, checked] = np.stack([accuracy.expected_counts(v[checked], s) for s in truth])
     chain_q = chain_marginals(W, bv, bh, samples, seed)
-    base = fitted_base(W, bv, bh, samples, seed, chain_q) if settings.base == "fitted" else None
+    base = fitted_base(bv, chain_q, len(samples)) if settings.base == "fitted" else None
     marginals = np.zeros(v.shape, np.float32)
 
     def weigh(frames: slice, states: np.ndarray, log_weights: np.ndarray) -> None:

@@ -403,13 +403,14 @@ def test_a_fitted_base_still_brackets_exact_log_z_and_needs_fewer_temperatures()
     """The evaluation's base (rbmsearch.scoring.fitted_base, from model samples) on the sharp
     RBM above: AIS stays low and RAISE high of the exact log Z, both meet it with many
     temperatures, and at few temperatures AIS is much closer than from the frames' own biases."""
-    from rbmsearch.scoring import fitted_base, sample_predictions
+    from rbmsearch.scoring import chain_marginals, fitted_base, sample_predictions
 
     W, bv, bh = random_rbm(3, 30, 12, 16, 3.0)
     exact = exact_log_z(W, bv, bh)
     v = model_frames(W, bv, bh)
     W32, bv32, bh32 = (a.astype(np.float32) for a in (W, bv, bh))
-    base = fitted_base(W32, bv32, bh32, sample_predictions(W32, bv32, bh32, 10, 1000, seed=0), seed=0)
+    samples = sample_predictions(W32, bv32, bh32, 10, 1000, seed=0)
+    base = fitted_base(bv32, chain_marginals(W32, bv32, bh32, samples, seed=0), len(samples))
     few_ais = ais_run(W, bv, bh, n_betas=10, base_bv=base).log_z
     few_raise = raise_run(W, bv, bh, v, n_betas=10, base_bv=base).log_z
     own_bv = ais_run(W, bv, bh, n_betas=10).log_z
