@@ -236,7 +236,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--start-betas", type=int, default=defaults.start_betas, help="temperatures a shard starts with; doubled until AIS and RAISE agree")
     parser.add_argument("--gap-tolerance", type=float, default=defaults.gap_tolerance, help="agreement of AIS and RAISE (nats/frame) that stops the doubling; 0: always --ais-betas")
     parser.add_argument("--max-betas", type=int, default=defaults.max_betas, help="past --ais-betas, double on to this many temperatures with "
-                        "proportionally fewer runs, for sharp models such as Nottingham's (0: --ais-betas is the cap)")  # fmt: skip
+                        "proportionally fewer AIS runs, for sharp models such as Nottingham's (0: --ais-betas is the cap)")  # fmt: skip
     parser.add_argument("--base", choices=("fitted", "own-bv"), default=defaults.base, help="the annealing's base distribution (docs/evaluation.md)")
     parser.add_argument("--acc-start", choices=ACC_STARTS, default=defaults.acc_start, help="where the predictions' Gibbs chains start: the previous frame, or silence")
     parser.add_argument("--frames", type=int, help="score an even spread of this many frames, for a quick estimate with its interval (default: all)")
