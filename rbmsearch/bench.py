@@ -97,7 +97,7 @@ def bench_evaluate(args: argparse.Namespace) -> dict:
         limit = max(limit_before, chain_matmul_gflops(n_v, n_h))
     frames, seconds, steps = result["frames"], result["seconds"], result["gibbs_sweeps_per_frame"]
     flops = 4 * n_v * n_h * steps  # per frame: the two products of every Gibbs sweep
-    keys = ("nll", "nll_raise", "nll_ci95", "nll_gap", "acc", "acc_decoded", "acc_mixing_gap", "frames", "frames_in_split", "subsample",
+    keys = ("nll", "nll_raise", "nll_ci95", "nll_gap", "nll_gap_share", "acc", "acc_decoded", "acc_mixing_gap", "frames", "frames_in_split", "subsample",
             "ais_runs", "ais_betas", "raise_runs", "gap_tolerance", "base", "betas_by_shard", "gibbs_sweeps_per_frame")  # fmt: skip
     return {
         "source": args.source,

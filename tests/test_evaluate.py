@@ -32,7 +32,8 @@ def test_nll_gap_flags_annealing_that_is_too_short(caplog, toy_dataset, sticky_m
     sharp = evaluate(sticky_model, rolls, settings)
     assert abs(sharp["nll_raise"] - sharp["nll"]) > 1.0 and sharp["raise_runs"] == 4
     warnings = [r for r in caplog.records if "not pinned down" in r.getMessage()]
-    assert len(warnings) == 1 and "--ais-betas" in warnings[0].getMessage()
+    assert len(warnings) == 1 and "--ais-betas" in warnings[0].getMessage() and "of frames that disagree most" in warnings[0].getMessage()
+    assert 0.05 <= sharp["nll_gap_share"] <= 1.0
     assert warnings[0].levelno == logging.WARNING and warnings[0].name.startswith("rbmsearch")
     caplog.clear()
     weak = evaluate(weak_model(), rolls, settings)
@@ -172,3 +173,16 @@ def test_evaluate_cli_interrupted_then_resumed_recomputes_no_finished_shard(tiny
     evaluate_main(args[3:])
     fresh = json.loads(capsys.readouterr().out.splitlines()[-1])
     assert {k: fresh[k] for k in ("nll", "nll_raise", "acc", "acc_decoded")} == {k: result[k] for k in ("nll", "nll_raise", "acc", "acc_decoded")}
+
+
+def test_gap_share_tells_a_gap_held_by_a_few_frames_from_one_spread_over_all():
+    import numpy as np
+
+    from rbmsearch.evaluate import gap_share
+
+    ll_raise = np.zeros(100)
+    few = np.r_[np.full(5, 2.0), np.full(95, 0.001)]  # 5 frames 2 nats apart, the rest nearly agreed
+    assert gap_share(few, ll_raise) > 0.95
+    assert gap_share(np.full(100, 0.1), ll_raise) == pytest.approx(0.05)  # spread evenly: 5% of frames, 5% of it
+    assert gap_share(-few, ll_raise) == gap_share(few, ll_raise)  # RAISE below AIS: the same share, the other way
+    assert np.isnan(gap_share(ll_raise, ll_raise))  # agreed: no gap to share
