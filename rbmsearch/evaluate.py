@@ -63,12 +63,14 @@ def gap_share(ll_ais: np.ndarray, ll_raise: np.ndarray, fraction: float = GAP_FR
     """The share of the mean AIS-RAISE gap, in the direction of its sign, held by the `fraction`
     of frames that disagree most that way: near 1 when a few frames hold it all (on Nottingham,
     ones the model finds unlikely, where RAISE from the frame converges slowly; docs/results.md,
-    6.14), about `fraction` when it is spread evenly; NaN when there is no gap."""
+    6.14), about `fraction` when it is spread evenly, never less, and above 1 when the other
+    frames lean the other way; NaN when there is no gap."""
     gaps = np.asarray(ll_ais, np.float64) - np.asarray(ll_raise, np.float64)
-    gaps = gaps * np.sign(gaps.sum())
-    worst = np.sort(gaps)[::-1][: max(1, int(round(fraction * len(gaps))))]
     total = gaps.sum()
-    return float(worst.sum() / total) if total > 0 else float("nan")
+    if total == 0:
+        return float("nan")
+    worst = np.sort(gaps * np.sign(total))[::-1][: max(1, int(round(fraction * len(gaps))))]
+    return float(worst.sum() / abs(total))
 
 
 class _Progress:

@@ -33,7 +33,7 @@ def test_nll_gap_flags_annealing_that_is_too_short(caplog, toy_dataset, sticky_m
     assert abs(sharp["nll_raise"] - sharp["nll"]) > 1.0 and sharp["raise_runs"] == 4
     warnings = [r for r in caplog.records if "not pinned down" in r.getMessage()]
     assert len(warnings) == 1 and "--ais-betas" in warnings[0].getMessage() and "of frames that disagree most" in warnings[0].getMessage()
-    assert 0.05 <= sharp["nll_gap_share"] <= 1.0
+    assert 0.05 <= sharp["nll_gap_share"] < math.inf  # never below its 5% of frames; above 1 if the rest lean the other way
     assert warnings[0].levelno == logging.WARNING and warnings[0].name.startswith("rbmsearch")
     caplog.clear()
     weak = evaluate(weak_model(), rolls, settings)
