@@ -98,7 +98,7 @@ def bench_evaluate(args: argparse.Namespace) -> dict:
     frames, seconds, steps = result["frames"], result["seconds"], result["gibbs_sweeps_per_frame"]
     flops = 4 * n_v * n_h * steps  # per frame: the two products of every Gibbs sweep
     keys = ("nll", "nll_raise", "nll_ci95", "nll_gap", "nll_gap_share", "acc", "acc_decoded", "acc_mixing_gap", "frames", "frames_in_split", "subsample",
-            "ais_runs", "ais_betas", "raise_runs", "gap_tolerance", "base", "betas_by_shard", "gibbs_sweeps_per_frame")  # fmt: skip
+            "ais_runs", "ais_betas", "raise_runs", "gap_tolerance", "base", "betas_by_shard", "tail_by_shard", "gibbs_sweeps_per_frame")  # fmt: skip
     return {
         "source": args.source,
         "run": str(args.run) if args.run else "the default configuration, trained first",

@@ -78,6 +78,7 @@ class TrainConfig:
     eval_acc_gibbs_k: int = 1000  # Gibbs steps per accuracy sample, enough to mix (EvalSettings.acc_gibbs_k)
     eval_raise_runs: int = 10  # reverse-AIS runs per frame for test_nll_raise (EvalSettings.raise_runs)
     eval_max_betas: int = 0  # past eval_ais_betas, a shard may double on to this many with fewer runs; 0: off (EvalSettings.max_betas)
+    eval_tail_betas: int = 0  # past that cap, RAISE on the 5% of frames that disagree most may go on to this many; 0: off (EvalSettings.tail_betas)
     eval_frames: int = 0  # score an even subsample of this many test frames, labelled as such; 0: the whole split
 
     def __post_init__(self):
@@ -87,7 +88,7 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"A positive int must be specified for {name}, but got {value!r}.", key=name)
-        for name in ("pretrain_epochs", "rnn_pretrain_epochs", "cd_k_late", "window", "seed", "eval_frames", "eval_max_betas", "monitor_every"):
+        for name in ("pretrain_epochs", "rnn_pretrain_epochs", "cd_k_late", "window", "seed", "eval_frames", "eval_max_betas", "eval_tail_betas", "monitor_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"A non-negative int must be specified for {name}, but got {value!r}.", key=name)
@@ -112,6 +113,9 @@ class TrainConfig:
                 raise ConfigError(f"An int >= 2 must be specified for {name}, but got {getattr(self, name)!r}.", key=name)
         if 0 < self.eval_max_betas < self.eval_ais_betas:
             raise ConfigError(f"0 or at least eval_ais_betas ({self.eval_ais_betas}) must be specified for eval_max_betas, but got {self.eval_max_betas}.", key="eval_max_betas")
+        if 0 < self.eval_tail_betas <= max(self.eval_ais_betas, self.eval_max_betas):
+            cap = max(self.eval_ais_betas, self.eval_max_betas)
+            raise ConfigError(f"0 or above the cap of eval_ais_betas and eval_max_betas ({cap}) must be specified for eval_tail_betas, but got {self.eval_tail_betas}.", key="eval_tail_betas")
         choices = (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES), ("rnn", RNN_TYPES), ("monitor", MONITORS))
         for name, allowed in choices:
             if getattr(self, name) not in allowed:

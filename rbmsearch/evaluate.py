@@ -1,6 +1,6 @@
 """Score a run directory honestly: AIS/RAISE log-likelihood and frame-level accuracy.
 
-    python -m rbmsearch.evaluate RUN_DIR [--data DATA.parquet] [--split test] [--ais-runs 100] [--ais-betas 1000]
+    python -m rbmsearch.evaluate RUN_DIR [--data DATA.parquet] [--split test] [--ais-runs 100] [--ais-betas 1000] [--max-betas 0] [--tail-betas 0]
                                  [--raise-runs 10] [--acc-samples 30] [--acc-gibbs-k 1000] [--acc-start previous] [--seed 0]
                                  [--frames N] [--shard-frames 500] [--address auto|HOST:PORT|local] [--cpus-per-shard C] [--gpus-per-shard G]
 
@@ -149,14 +149,14 @@ def evaluate(
     finally:
         bar.close()
     joined = {key: np.concatenate([results[s.index][key] for s in shards], axis=1 if key.endswith("counts") else 0)
-              for key in SHARD_ARRAYS if key not in ("betas", "sweeps")}  # fmt: skip
+              for key in SHARD_ARRAYS if key not in ("betas", "tail", "sweeps")}  # fmt: skip
     nll, nll_raise = float(-joined["ll_ais"].mean()), float(-joined["ll_raise"].mean())
     share = gap_share(joined["ll_ais"], joined["ll_raise"])
     if abs(nll_raise - nll) > NLL_GAP_WARNING:
         log.warning("the NLL is not pinned down: AIS gives %.3f and RAISE %.3f nats per frame, and both tend to the "
                     "true value as the annealing lengthens; %.0f%% of the gap lies in the %.0f%% of frames that disagree most. "
-                    "Raise --ais-betas (now %d) or --max-betas (now %d) until they agree.",
-                    nll, nll_raise, 100 * share, 100 * GAP_FRAMES, settings.ais_betas, settings.max_betas)  # fmt: skip
+                    "Raise --ais-betas (now %d), --max-betas (now %d) or --tail-betas (now %d) until they agree.",
+                    nll, nll_raise, 100 * share, 100 * GAP_FRAMES, settings.ais_betas, settings.max_betas, settings.tail_betas)  # fmt: skip
     acc = accuracy.sampled_accuracy(joined["acc_counts"])
     # The mixing check: chains started AT the true frames begin with accuracy 1 and fall to the
     # model's value as they mix; those from the history (acc_start) rise to it. Only the latter are scored.
@@ -197,6 +197,7 @@ def evaluate(
         "workers": "ray" if use_ray else "in-process",
         "shards_by_node": _count_nodes(results.values()),
         "betas_by_shard": [[int(b) for b in results[s.index]["betas"]] for s in shards],  # [AIS, RAISE]
+        "tail_by_shard": [[int(b) for b in results[s.index]["tail"]] for s in shards],  # [RAISE's betas, frames] past the cap
         "gibbs_sweeps_per_frame": round(sum(float(results[s.index]["sweeps"]) * (s.stop - s.start) for s in shards) / len(v)),
         "store": str(store.directory) if store is not None else None,
         "seconds": round(time.perf_counter() - start, 2),
@@ -211,7 +212,7 @@ def score_run(run, rolls: list[np.ndarray], progress: bool = False, store_root: 
     """
     c = run.config
     settings = EvalSettings(ais_runs=c.eval_ais_runs, ais_betas=c.eval_ais_betas, acc_samples=c.eval_acc_samples,
-                            acc_gibbs_k=c.eval_acc_gibbs_k, seed=c.seed, raise_runs=c.eval_raise_runs, max_betas=c.eval_max_betas)  # fmt: skip
+                            acc_gibbs_k=c.eval_acc_gibbs_k, seed=c.seed, raise_runs=c.eval_raise_runs, max_betas=c.eval_max_betas, tail_betas=c.eval_tail_betas)  # fmt: skip
     result = evaluate(run.model, rolls, settings, progress=progress, frames=c.eval_frames or None, store_root=store_root, resources=resources)
     return {"test_nll": result["nll"], "test_nll_ci95": result["nll_ci95"], "test_nll_raise": result["nll_raise"],
             "test_acc": result["acc"], "test_acc_decoded": result["acc_decoded"], "test_frames": result["frames"],
@@ -255,6 +256,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--gap-tolerance", type=float, default=defaults.gap_tolerance, help="agreement of AIS and RAISE (nats/frame) that stops the doubling; 0: always --ais-betas")
     parser.add_argument("--max-betas", type=int, default=defaults.max_betas, help="past --ais-betas, double on to this many temperatures with "
                         "proportionally fewer AIS runs, for sharp models such as Nottingham's (0: --ais-betas is the cap)")  # fmt: skip
+    parser.add_argument("--tail-betas", type=int, default=defaults.tail_betas, help="past the cap, RAISE on the 5%% of a shard's frames that "
+                        "disagree most goes on to this many temperatures, until the shard agrees (0: off)")  # fmt: skip
     parser.add_argument("--base", choices=("fitted", "own-bv"), default=defaults.base, help="the annealing's base distribution (docs/evaluation.md)")
     parser.add_argument("--acc-start", choices=ACC_STARTS, default=defaults.acc_start, help="where the predictions' Gibbs chains start: the previous frame, or silence")
     parser.add_argument("--frames", type=int, help="score an even spread of this many frames, for a quick estimate with its interval (default: all)")
@@ -280,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         settings = EvalSettings(ais_runs=args.ais_runs, ais_betas=args.ais_betas, acc_samples=args.acc_samples, acc_gibbs_k=args.acc_gibbs_k,
                                 seed=args.seed, raise_runs=args.raise_runs, start_betas=args.start_betas, gap_tolerance=args.gap_tolerance,
-                                max_betas=args.max_betas, base=args.base, acc_start=args.acc_start)  # fmt: skip
+                                max_betas=args.max_betas, tail_betas=args.tail_betas, base=args.base, acc_start=args.acc_start)  # fmt: skip
     except ValueError as e:
         raise SystemExit(f"error: {e}") from e
     if args.shard_frames < 1:

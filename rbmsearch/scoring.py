@@ -38,8 +38,10 @@ MIXING_CHECK_EVERY = 10  # frames of a shard between two the mixing check looks 
 RAISE_AHEAD = 4  # RAISE may run up to this many times AIS's temperatures before AIS's double
 PILOT_FRAMES = 50  # frames of a shard whose annealing finds the temperatures the whole shard starts at
 MIN_LONG_AIS_RUNS = 10  # the fewest AIS runs of an annealing past ais_betas
+TAIL_SHARE = 0.05  # the share of a shard's frames whose RAISE goes on past the cap (`_anneal_the_tail`)
+TAIL_STEP = 4  # the tail's temperatures grow by this factor a pass
 # The per-frame arrays of a finished shard, with their dtypes.
-SHARD_ARRAYS = {"ll_ais": np.float64, "ll_raise": np.float64, "marginals": np.float32, "chain_marginals": np.float32, "acc_counts": np.float32, "mixing_counts": np.float32, "betas": np.int64, "sweeps": np.float64}
+SHARD_ARRAYS = {"ll_ais": np.float64, "ll_raise": np.float64, "marginals": np.float32, "chain_marginals": np.float32, "acc_counts": np.float32, "mixing_counts": np.float32, "betas": np.int64, "tail": np.int64, "sweeps": np.float64}
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,9 @@ class EvalSettings:
     # Past ais_betas the doubling may go on to max_betas, with fewer AIS runs (`annealing_runs`),
     # for sharp models such as Nottingham's; 0: ais_betas is the cap.
     max_betas: int = 0
+    # Past the cap, RAISE on the 5% of frames that disagree most may go on to tail_betas
+    # (`_anneal_the_tail`): on a sharp model they hold the gap (docs/results.md, 6.15); 0: off.
+    tail_betas: int = 0
     # The annealing's base: "fitted", the note marginals of the predictions' samples (a base
     # close to each frame's RBM, so far fewer temperatures reach agreement), or "own-bv", the
     # frame's visible biases alone (the earlier base; docs/results.md, 3.8).
@@ -81,6 +86,8 @@ class EvalSettings:
             raise ValueError(f"Expected gap_tolerance >= 0 and start_betas >= 2, but got {self.gap_tolerance} and {self.start_betas}.")
         if self.max_betas and self.max_betas < self.ais_betas:
             raise ValueError(f"Expected max_betas to be 0 or at least ais_betas ({self.ais_betas}), but got {self.max_betas}.")
+        if self.tail_betas and self.tail_betas <= max(self.ais_betas, self.max_betas):
+            raise ValueError(f"Expected tail_betas to be 0 or above the cap ({max(self.ais_betas, self.max_betas)}), but got {self.tail_betas}.")
 
 
 BASES = ("fitted", "own-bv")
@@ -100,9 +107,14 @@ class Shard:
         return f"shard-{self.index:05d}.npz"
 
 
+def derived_seed(seed: int, *keys: int) -> int:
+    """A seed of its own for each `keys` under `seed`: independent streams, the same wherever they run."""
+    return int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0] >> 1)
+
+
 def shard_seed(seed: int, index: int) -> int:
-    """The seed of shard `index`: independent streams per shard, the same wherever it runs."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0] >> 1)
+    """The seed of shard `index`."""
+    return derived_seed(seed, index)
 
 
 @functools.cache
@@ -169,7 +181,9 @@ def score_shard(W: np.ndarray, v: np.ndarray, bv: np.ndarray, bh: np.ndarray, se
     predictions' samples (`chain_marginals`); acc_counts (S, N, 3) and
     mixing_counts (2, N, 3): TP, FP, FN of the predictions sampled by the chains of acc_start and of the
     chains started at the true frames (NaN for the frames the check skips); betas: AIS's and
-    RAISE's temperatures when they agreed; sweeps: the Gibbs sweeps per frame all this took.
+    RAISE's temperatures when they agreed; tail: the temperatures and the number of the frames
+    whose RAISE went on past them (`_anneal_the_tail`; 0, 0 for none); sweeps: the Gibbs sweeps
+    per frame all this took.
     """
     from rbmsearch import accuracy, ais
 
@@ -195,9 +209,11 @@ def score_shard(W: np.ndarray, v: np.ndarray, bv: np.ndarray, bh: np.ndarray, se
         log_z = ais.ais_run(W, bv[rows], bh[rows], n_runs=runs, n_betas=betas, base_bv=None if base is None else base[rows], seed=seed, on_states=on_states).log_z
         return ais.frame_log_likelihood(v[rows], W, bv[rows], bh[rows], log_z)
 
-    def backward(betas: int, rows: np.ndarray) -> np.ndarray:
+    def backward(betas: int, rows: np.ndarray, draw: int = 0) -> np.ndarray:
+        """RAISE's figures; each (betas, draw) its own random stream, so that passes are independent."""
         runs = annealing_runs(settings, betas, reverse=True)
-        log_z = ais.raise_run(W, bv[rows], bh[rows], v[rows], n_runs=runs, n_betas=betas, base_bv=None if base is None else base[rows], seed=seed).log_z
+        key = derived_seed(seed, betas, draw)
+        log_z = ais.raise_run(W, bv[rows], bh[rows], v[rows], n_runs=runs, n_betas=betas, base_bv=None if base is None else base[rows], seed=key).log_z
         return ais.frame_log_likelihood(v[rows], W, bv[rows], bh[rows], log_z)
 
     every = np.arange(len(v))
@@ -207,10 +223,11 @@ def score_shard(W: np.ndarray, v: np.ndarray, bv: np.ndarray, bh: np.ndarray, se
         # A pilot on 50 evenly spread frames finds the temperatures the shard needs, so the
         # whole shard's doublings (each a fresh annealing) start there rather than at start_betas.
         pilot = np.linspace(0, len(v) - 1, PILOT_FRAMES).round().astype(int)
-        start, _, _, pilot_sweeps = _anneal_until_agreed(forward, backward, pilot, start, settings)
+        start, _, _, pilot_sweeps, _ = _anneal_until_agreed(forward, backward, pilot, start, settings)
         pilot_sweeps *= len(pilot) / len(v)
-    (betas_ais, betas_raise), ll_ais, ll_raise, annealed = _anneal_until_agreed(forward, backward, every, start, settings)
-    annealed += pilot_sweeps
+    (betas_ais, betas_raise), ll_ais, ll_raise, annealed, earlier = _anneal_until_agreed(forward, backward, every, start, settings)
+    ll_raise, tail, tail_sweeps = _anneal_the_tail(backward, ll_ais, ll_raise, earlier, betas_raise, settings)
+    annealed += pilot_sweeps + tail_sweeps
     sampled = (settings.acc_samples + MIXING_CHECK_SAMPLES * len(checked) / len(v)) * settings.acc_gibbs_k
     return {
         "ll_ais": ll_ais,
@@ -220,6 +237,7 @@ def score_shard(W: np.ndarray, v: np.ndarray, bv: np.ndarray, bh: np.ndarray, se
         "acc_counts": counts(samples),
         "mixing_counts": mixing,
         "betas": np.array([betas_ais, betas_raise]),
+        "tail": np.array(tail),
         "sweeps": np.array(annealed + sampled),  # Gibbs sweeps per frame, every annealing tried included
     }
 
@@ -242,10 +260,12 @@ def _anneal_until_agreed(forward, backward, rows: np.ndarray, start: tuple[int, 
     """AIS's and RAISE's per-frame log-likelihoods of `rows`, their temperatures doubled from
     `start` until their mean NLLs agree within settings.gap_tolerance or the cap is reached.
     RAISE's double first (a tenth of AIS's cost per temperature), up to RAISE_AHEAD times AIS's;
-    then AIS's. Returns ((betas_ais, betas_raise), ll_ais, ll_raise, sweeps per frame)."""
+    then AIS's. Returns ((betas_ais, betas_raise), ll_ais, ll_raise, sweeps per frame, and RAISE's
+    figures of the pass before its last, None if it ran once)."""
     cap = max(settings.ais_betas, settings.max_betas)
     betas_ais, betas_raise = start
     ll_ais, ll_raise = forward(betas_ais, rows), backward(betas_raise, rows)
+    earlier = None
 
     def cost(betas: int, reverse: bool) -> float:  # Gibbs sweeps per frame of one pass
         return annealing_runs(settings, betas, reverse) * (betas - 1)
@@ -254,7 +274,7 @@ def _anneal_until_agreed(forward, backward, rows: np.ndarray, start: tuple[int, 
     while settings.gap_tolerance > 0 and abs(np.mean(ll_ais - ll_raise)) > settings.gap_tolerance:
         if betas_raise < min(cap, RAISE_AHEAD * betas_ais):
             betas_raise = min(2 * betas_raise, cap)
-            ll_raise = backward(betas_raise, rows)
+            earlier, ll_raise = ll_raise, backward(betas_raise, rows)
             sweeps += cost(betas_raise, True)
         elif betas_ais < cap:
             betas_ais = min(2 * betas_ais, cap)
@@ -262,7 +282,37 @@ def _anneal_until_agreed(forward, backward, rows: np.ndarray, start: tuple[int, 
             sweeps += cost(betas_ais, False)
         else:
             break
-    return (betas_ais, betas_raise), ll_ais, ll_raise, sweeps
+    return (betas_ais, betas_raise), ll_ais, ll_raise, sweeps, earlier
+
+
+def _anneal_the_tail(backward, ll_ais: np.ndarray, ll_raise: np.ndarray, earlier: np.ndarray | None, betas: int, settings: EvalSettings):
+    """Past the cap, RAISE on the TAIL_SHARE of frames whose RAISE reads furthest above AIS,
+    annealed afresh at TAIL_STEP times the temperatures a pass, up to settings.tail_betas,
+    until the shard's mean AIS and RAISE agree within settings.gap_tolerance.
+
+    On a sharp model, RAISE from frames it finds unlikely converges slowly, and those frames
+    hold the gap (docs/results.md, 6.14 and 6.15). They are chosen by an earlier RAISE pass
+    (`earlier`, or a fresh one at `betas`) whose random numbers no reported figure shares:
+    frames chosen and kept by the same noisy figures would flatter the model (6.7).
+    Returns (ll_raise, (tail betas, tail frames), Gibbs sweeps per frame of the shard).
+    """
+    gap = lambda ll: float(np.mean(ll_ais - ll))  # noqa: E731  # RAISE's NLL above AIS's
+    if not settings.tail_betas or settings.gap_tolerance <= 0 or gap(ll_raise) <= settings.gap_tolerance:
+        return ll_raise, (0, 0), 0.0
+    n = len(ll_ais)
+    sweeps = 0.0
+    if earlier is None:
+        earlier = backward(betas, np.arange(n), draw=1)
+        sweeps += annealing_runs(settings, betas, reverse=True) * (betas - 1)
+    apart = ll_ais - earlier
+    rows = np.argsort(-apart, kind="stable")[: max(1, round(TAIL_SHARE * n))]
+    rows = np.sort(rows[apart[rows] > 0])
+    ll_raise = ll_raise.copy()
+    while len(rows) and betas < settings.tail_betas and gap(ll_raise) > settings.gap_tolerance:
+        betas = min(TAIL_STEP * betas, settings.tail_betas)
+        ll_raise[rows] = backward(betas, rows)
+        sweeps += annealing_runs(settings, betas, reverse=True) * (betas - 1) * len(rows) / n
+    return ll_raise, ((betas, len(rows)) if len(rows) else (0, 0)), sweeps
 
 
 def _shard_task(W, v, bv, bh, previous, settings: EvalSettings, seed: int, resources: Resources | None) -> dict:

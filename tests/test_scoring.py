@@ -241,6 +241,39 @@ def test_past_ais_betas_a_shard_doubles_on_with_fewer_ais_runs_until_ais_and_rai
     assert result["sweeps"] > final + long.acc_samples * long.acc_gibbs_k
 
 
+def test_past_the_cap_raise_goes_on_for_the_frames_that_disagree_most_until_the_shard_agrees():
+    """A sharp RBM's own samples, every 20th with three notes flipped: at the cap the shard is
+    0.058 apart. The tail anneals RAISE afresh on 5% of the frames, chosen by the pass before
+    the last, and the shard agrees; AIS and every other frame keep the figures they had."""
+    import numpy as np
+
+    from rbmsearch.scoring import TAIL_SHARE, annealing_runs, sample_predictions, score_shard
+    from test_ais import random_rbm
+
+    W, bv, bh = (a.astype(np.float32) for a in random_rbm(3, 30, 12, 100, 3.0))
+    v = sample_predictions(W, bv, bh, 1, 2000, seed=9)[0]
+    rng = np.random.default_rng(1)
+    for t in range(0, 100, 20):
+        v[t, rng.choice(30, 3, replace=False)] ^= True
+    capped = EvalSettings(ais_runs=20, ais_betas=20, start_betas=5, acc_samples=4, acc_gibbs_k=50, raise_runs=4, max_betas=640)
+    before = score_shard(W, v, bv, bh, capped, seed=0)
+    assert np.mean(before["ll_ais"] - before["ll_raise"]) > 0.05 and list(before["tail"]) == [0, 0]
+    tailed = EvalSettings(**{**capped.__dict__, "tail_betas": 640 * 64})
+    after = score_shard(W, v, bv, bh, tailed, seed=0)
+    tail_betas, tail_frames = after["tail"]
+    assert tail_frames == round(TAIL_SHARE * len(v)) and 640 < tail_betas <= 640 * 64
+    assert np.mean(after["ll_ais"] - after["ll_raise"]) <= 0.05  # agreed
+    np.testing.assert_array_equal(after["ll_ais"], before["ll_ais"])
+    changed = np.flatnonzero(after["ll_raise"] != before["ll_raise"])
+    assert len(changed) == tail_frames and np.mean(after["ll_raise"][changed]) > np.mean(before["ll_raise"][changed])
+    # Every pass is counted: the tail's, and a choosing pass at the cap where RAISE ran there once.
+    extra = sum(annealing_runs(tailed, b, reverse=True) * (b - 1) for b in (2560, 10240, 40960) if b <= tail_betas) * tail_frames / len(v)
+    choosing = annealing_runs(tailed, 640, reverse=True) * 639
+    assert after["sweeps"] - before["sweeps"] in (pytest.approx(extra), pytest.approx(extra + choosing))
+    with pytest.raises(ValueError, match="tail_betas to be 0 or above the cap"):
+        EvalSettings(ais_betas=100, max_betas=400, tail_betas=400)
+
+
 def test_a_pilot_starts_a_large_shard_near_the_temperatures_it_needs():
     from rbmsearch import scoring
 
@@ -271,6 +304,9 @@ def test_max_betas_below_ais_betas_is_refused():
         EvalSettings(ais_betas=100, max_betas=50)
     with pytest.raises(ConfigError, match="eval_max_betas"):
         TrainConfig(eval_ais_betas=100, eval_max_betas=50)
+    with pytest.raises(ConfigError, match="eval_tail_betas"):
+        TrainConfig(eval_ais_betas=100, eval_max_betas=400, eval_tail_betas=400)
+    assert TrainConfig(eval_ais_betas=100, eval_max_betas=400, eval_tail_betas=401).eval_tail_betas == 401
 
 
 if __name__ == "__main__":
