@@ -25,7 +25,7 @@ from pathlib import Path
 
 from rbmsearch.console import import_tensorflow
 
-__all__ = ["SMALL_OP_THREADS", "Resources", "cluster_gpus", "configure_process", "ray_running", "ray_session", "set_small_op_threads", "set_tf_threads"]
+__all__ = ["SMALL_OP_THREADS", "Resources", "cluster_gpus", "configure_process", "quiet_stops_in_callbacks", "ray_running", "ray_session", "set_small_op_threads", "set_tf_threads"]
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +142,24 @@ def configure_process(cpus: float, gpus: float, op_threads: int | None = None) -
     logging.getLogger("tensorflow").addFilter(lambda record: "triggered tf.function retracing" not in record.getMessage())
 
     set_tf_threads(max(1, int(cpus)), op_threads)
+    quiet_stops_in_callbacks()
+
+
+def quiet_stops_in_callbacks() -> None:
+    """Ray stops a worker by SIGTERM, whose handler raises SystemExit; raised while a weakref
+    callback runs, Python prints it as an ignored exception, 9 lines forwarded to the driver's
+    console. After this call the process prints no ignored SystemExit; other ignored exceptions
+    it still prints."""
+    previous = sys.unraisablehook
+    if getattr(previous, "quiet_stops", False):
+        return
+
+    def hook(unraisable) -> None:
+        if not (unraisable.exc_type is not None and issubclass(unraisable.exc_type, SystemExit)):
+            previous(unraisable)
+
+    hook.quiet_stops = True
+    sys.unraisablehook = hook
 
 
 def set_small_op_threads() -> None:

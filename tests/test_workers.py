@@ -1,6 +1,7 @@
 """rbmsearch.workers: a local Ray binds the loopback only, agents left by a killed Ray are
-stopped, and a search whose driver is stopped by Ctrl-C, then SIGKILLed, resumes each time
-with its finished trials kept and no epoch skipped.
+stopped, a worker prints no SystemExit that Ray's stop raised in a callback, and a search whose
+driver is stopped by Ctrl-C, then SIGKILLed, resumes each time with its finished trials kept
+and no epoch skipped.
 
 Each scenario starts its own Ray in a subprocess (a driver that is killed, or one whose
 sockets are read), so none of them meets the Ray of another test module. All are `slow`.
@@ -70,6 +71,34 @@ def _alive(processes: list[psutil.Process]) -> list[str]:
         except psutil.Error:
             pass
     return names
+
+
+IGNORED = """
+import sys, weakref
+from rbmsearch.workers import quiet_stops_in_callbacks
+class Thing:
+    pass
+def stop(_):
+    raise SystemExit(1)  # what Ray's SIGTERM handler raises when it stops a worker
+def fault(_):
+    raise ValueError("a real fault")
+a, b = Thing(), Thing()
+if sys.argv[1] == "quiet":
+    quiet_stops_in_callbacks()
+    quiet_stops_in_callbacks()  # twice is once
+refs = [weakref.ref(a, stop), weakref.ref(b, fault)]
+del a, b
+print("went on", flush=True)
+"""
+
+
+def test_a_worker_prints_no_systemexit_raised_in_a_callback_but_every_other_ignored_exception():
+    for mode in ("loud", "quiet"):
+        out = subprocess.run([sys.executable, "-c", IGNORED, mode], capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and out.stdout == "went on\n", out.stderr
+        assert "ValueError: a real fault" in out.stderr
+        assert ("SystemExit" in out.stderr) == (mode == "loud"), out.stderr
+        assert out.stderr.count("Exception ignored") == (2 if mode == "loud" else 1), out.stderr
 
 
 @pytest.mark.slow
