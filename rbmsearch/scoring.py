@@ -40,7 +40,7 @@ PILOT_FRAMES = 50  # frames of a shard whose annealing finds the temperatures th
 MIN_LONG_AIS_RUNS = 10  # the fewest AIS runs of an annealing past ais_betas
 TAIL_SHARE = 0.05  # the share of a shard's frames whose RAISE goes on past the cap (`_anneal_the_tail`)
 TAIL_STEP = 4  # the tail's temperatures grow by this factor a pass
-# The per-frame arrays of a finished shard, with their dtypes.
+# The arrays of a finished shard (per frame; betas, tail and sweeps per shard), with their dtypes.
 SHARD_ARRAYS = {"ll_ais": np.float64, "ll_raise": np.float64, "marginals": np.float32, "chain_marginals": np.float32, "acc_counts": np.float32, "mixing_counts": np.float32, "betas": np.int64, "tail": np.int64, "sweeps": np.float64}
 
 
@@ -86,6 +86,8 @@ class EvalSettings:
             raise ValueError(f"Expected gap_tolerance >= 0 and start_betas >= 2, but got {self.gap_tolerance} and {self.start_betas}.")
         if self.max_betas and self.max_betas < self.ais_betas:
             raise ValueError(f"Expected max_betas to be 0 or at least ais_betas ({self.ais_betas}), but got {self.max_betas}.")
+        if self.tail_betas and self.gap_tolerance == 0:
+            raise ValueError(f"Expected tail_betas 0 with gap_tolerance 0 (fixed temperatures, no agreement to reach), but got tail_betas {self.tail_betas}.")
         if self.tail_betas and self.tail_betas <= max(self.ais_betas, self.max_betas):
             raise ValueError(f"Expected tail_betas to be 0 or above the cap ({max(self.ais_betas, self.max_betas)}), but got {self.tail_betas}.")
 
@@ -210,7 +212,7 @@ def score_shard(W: np.ndarray, v: np.ndarray, bv: np.ndarray, bh: np.ndarray, se
         return ais.frame_log_likelihood(v[rows], W, bv[rows], bh[rows], log_z)
 
     def backward(betas: int, rows: np.ndarray, draw: int = 0) -> np.ndarray:
-        """RAISE's figures; each (betas, draw) its own random stream, so that passes are independent."""
+        """RAISE's figures; each (betas, draw) its own random stream, so that passes at other temperatures are independent."""
         runs = annealing_runs(settings, betas, reverse=True)
         key = derived_seed(seed, betas, draw)
         log_z = ais.raise_run(W, bv[rows], bh[rows], v[rows], n_runs=runs, n_betas=betas, base_bv=None if base is None else base[rows], seed=key).log_z
@@ -292,9 +294,11 @@ def _anneal_the_tail(backward, ll_ais: np.ndarray, ll_raise: np.ndarray, earlier
 
     On a sharp model, RAISE from frames it finds unlikely converges slowly, and those frames
     hold the gap (docs/results.md, 6.14 and 6.15). They are chosen by an earlier RAISE pass
-    (`earlier`, or a fresh one at `betas`) whose random numbers no reported figure shares:
-    frames chosen and kept by the same noisy figures would flatter the model (6.7).
-    Returns (ll_raise, (tail betas, tail frames), Gibbs sweeps per frame of the shard).
+    (`earlier`, or a fresh one at `betas`) whose random numbers no reported RAISE figure shares:
+    frames chosen and kept by the same noisy figures would flatter the model (6.7). AIS's
+    figures, which the choice also reads, are not rerun, so their mean is not chosen.
+    Returns (ll_raise, (tail betas, tail frames), Gibbs sweeps per frame of the shard); the tail
+    is (0, 0) where it did not run, (betas, 0) where no frame's earlier RAISE read above AIS.
     """
     gap = lambda ll: float(np.mean(ll_ais - ll))  # noqa: E731  # RAISE's NLL above AIS's
     if not settings.tail_betas or settings.gap_tolerance <= 0 or gap(ll_raise) <= settings.gap_tolerance:
@@ -312,7 +316,7 @@ def _anneal_the_tail(backward, ll_ais: np.ndarray, ll_raise: np.ndarray, earlier
         betas = min(TAIL_STEP * betas, settings.tail_betas)
         ll_raise[rows] = backward(betas, rows)
         sweeps += annealing_runs(settings, betas, reverse=True) * (betas - 1) * len(rows) / n
-    return ll_raise, ((betas, len(rows)) if len(rows) else (0, 0)), sweeps
+    return ll_raise, (betas, len(rows)), sweeps
 
 
 def _shard_task(W, v, bv, bh, previous, settings: EvalSettings, seed: int, resources: Resources | None) -> dict:

@@ -241,37 +241,67 @@ def test_past_ais_betas_a_shard_doubles_on_with_fewer_ais_runs_until_ais_and_rai
     assert result["sweeps"] > final + long.acc_samples * long.acc_gibbs_k
 
 
-def test_past_the_cap_raise_goes_on_for_the_frames_that_disagree_most_until_the_shard_agrees():
+# With a pilot, which puts the shard at the cap at once; without one, whose RAISE doubles to the cap.
+@pytest.mark.parametrize(("frames", "cap", "tolerance"), [(100, 640, 0.05), (99, 320, 0.035)])
+def test_past_the_cap_raise_goes_on_for_the_frames_that_disagree_most_until_the_shard_agrees(frames, cap, tolerance):
     """A sharp RBM's own samples, every 20th with three notes flipped: at the cap the shard is
-    0.058 apart. The tail anneals RAISE afresh on 5% of the frames, chosen by the pass before
-    the last, and the shard agrees; AIS and every other frame keep the figures they had."""
+    further apart than the tolerance. The tail anneals RAISE afresh on the 5% of the frames that an earlier
+    RAISE pass put furthest above AIS, and the shard agrees; AIS and every other frame keep their figures."""
     import numpy as np
 
-    from rbmsearch.scoring import TAIL_SHARE, annealing_runs, sample_predictions, score_shard
+    from rbmsearch import scoring
     from test_ais import random_rbm
 
-    W, bv, bh = (a.astype(np.float32) for a in random_rbm(3, 30, 12, 100, 3.0))
-    v = sample_predictions(W, bv, bh, 1, 2000, seed=9)[0]
+    W, bv, bh = random_rbm(3, 30, 12, 100, 3.0)
+    W, bv, bh = W.astype(np.float32), bv[:frames].astype(np.float32), bh[:frames].astype(np.float32)
+    v = scoring.sample_predictions(W, bv, bh, 1, 2000, seed=9)[0]
     rng = np.random.default_rng(1)
-    for t in range(0, 100, 20):
+    for t in range(0, frames, 20):
         v[t, rng.choice(30, 3, replace=False)] ^= True
-    capped = EvalSettings(ais_runs=20, ais_betas=20, start_betas=5, acc_samples=4, acc_gibbs_k=50, raise_runs=4, max_betas=640)
-    before = score_shard(W, v, bv, bh, capped, seed=0)
-    assert np.mean(before["ll_ais"] - before["ll_raise"]) > 0.05 and list(before["tail"]) == [0, 0]
-    tailed = EvalSettings(**{**capped.__dict__, "tail_betas": 640 * 64})
-    after = score_shard(W, v, bv, bh, tailed, seed=0)
+    capped = EvalSettings(ais_runs=20, ais_betas=20, start_betas=5, acc_samples=4, acc_gibbs_k=50, raise_runs=4, max_betas=cap, gap_tolerance=tolerance)
+    before = scoring.score_shard(W, v, bv, bh, capped, seed=0)
+    assert np.mean(before["ll_ais"] - before["ll_raise"]) > tolerance and list(before["tail"]) == [0, 0]
+
+    tailed = EvalSettings(**{**capped.__dict__, "tail_betas": cap * 64})
+    seen, calls, real = {}, [], scoring._anneal_the_tail
+
+    def spy(backward, ll_ais, ll_raise, earlier, betas, settings):
+        def recorded(betas, rows, draw=0):
+            calls.append((betas, rows, draw, backward(betas, rows, draw)))
+            return calls[-1][-1]
+
+        seen.update(earlier=earlier, betas=betas)
+        return real(recorded, ll_ais, ll_raise, earlier, betas, settings)
+
+    scoring._anneal_the_tail = spy
+    try:
+        after = scoring.score_shard(W, v, bv, bh, tailed, seed=0)
+    finally:
+        scoring._anneal_the_tail = real
     tail_betas, tail_frames = after["tail"]
-    assert tail_frames == round(TAIL_SHARE * len(v)) and 640 < tail_betas <= 640 * 64
-    assert np.mean(after["ll_ais"] - after["ll_raise"]) <= 0.05  # agreed
+    assert seen["betas"] == cap and tail_frames == round(scoring.TAIL_SHARE * len(v)) and cap < tail_betas <= cap * 64
+    assert np.mean(after["ll_ais"] - after["ll_raise"]) <= tolerance  # agreed
     np.testing.assert_array_equal(after["ll_ais"], before["ll_ais"])
     changed = np.flatnonzero(after["ll_raise"] != before["ll_raise"])
     assert len(changed) == tail_frames and np.mean(after["ll_raise"][changed]) > np.mean(before["ll_raise"][changed])
-    # Every pass is counted: the tail's, and a choosing pass at the cap where RAISE ran there once.
-    extra = sum(annealing_runs(tailed, b, reverse=True) * (b - 1) for b in (2560, 10240, 40960) if b <= tail_betas) * tail_frames / len(v)
-    choosing = annealing_runs(tailed, 640, reverse=True) * 639
-    assert after["sweeps"] - before["sweeps"] in (pytest.approx(extra), pytest.approx(extra + choosing))
+    # Chosen by an earlier pass, not by the figures reported at the cap: RAISE's pass before its
+    # last, or, where the pilot put the shard at the cap at once, a choosing pass of the tail's own.
+    if frames == 100:
+        assert seen["earlier"] is None and (calls[0][0], calls[0][2], len(calls[0][1])) == (cap, 1, len(v))
+        earlier, tail_calls = calls[0][3], calls[1:]
+    else:
+        assert seen["earlier"] is not None
+        earlier, tail_calls = seen["earlier"], calls
+    apart = before["ll_ais"] - earlier
+    assert set(changed) == set(np.argsort(-apart)[:tail_frames]) and np.all(apart[changed] > 0)
+    assert [b for b, *_ in tail_calls] == [cap * 4, cap * 16, cap * 64][: len(tail_calls)] and all(list(r) == list(changed) for _, r, _, _ in tail_calls)
+    # Every pass is counted: the choosing pass over the shard, the tail's on its frames.
+    extra = sum(scoring.annealing_runs(tailed, b, reverse=True) * (b - 1) * len(r) / len(v) for b, r, _, _ in calls)
+    assert after["sweeps"] == pytest.approx(before["sweeps"] + extra)
     with pytest.raises(ValueError, match="tail_betas to be 0 or above the cap"):
         EvalSettings(ais_betas=100, max_betas=400, tail_betas=400)
+    with pytest.raises(ValueError, match="tail_betas 0 with gap_tolerance 0"):
+        EvalSettings(gap_tolerance=0, tail_betas=10**6)
 
 
 def test_a_pilot_starts_a_large_shard_near_the_temperatures_it_needs():
