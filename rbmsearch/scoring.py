@@ -294,7 +294,7 @@ def _anneal_the_tail(backward, ll_ais: np.ndarray, ll_raise: np.ndarray, earlier
 
     On a sharp model, RAISE from frames it finds unlikely converges slowly, and those frames
     hold the gap (docs/results.md, 6.14 and 6.15). They are chosen by an earlier RAISE pass
-    (`earlier`, or a fresh one at `betas`) whose random numbers no reported RAISE figure shares:
+    (`earlier`, or a fresh one at betas / TAIL_STEP) whose random numbers no reported RAISE figure shares:
     frames chosen and kept by the same noisy figures would flatter the model (6.7). AIS's
     figures, which the choice also reads, are not rerun, so their mean is not chosen.
     Returns (ll_raise, (tail betas, tail frames), Gibbs sweeps per frame of the shard); the tail
@@ -305,9 +305,10 @@ def _anneal_the_tail(backward, ll_ais: np.ndarray, ll_raise: np.ndarray, earlier
         return ll_raise, (0, 0), 0.0
     n = len(ll_ais)
     sweeps = 0.0
-    if earlier is None:
-        earlier = backward(betas, np.arange(n), draw=1)
-        sweeps += annealing_runs(settings, betas, reverse=True) * (betas - 1)
+    if earlier is None:  # a pass only for choosing: at a quarter of the cap, where the same frames stand out
+        choosing = max(2, betas // TAIL_STEP)
+        earlier = backward(choosing, np.arange(n), draw=1)
+        sweeps += annealing_runs(settings, choosing, reverse=True) * (choosing - 1)
     apart = ll_ais - earlier
     rows = np.argsort(-apart, kind="stable")[: max(1, round(TAIL_SHARE * n))]
     rows = np.sort(rows[apart[rows] > 0])
