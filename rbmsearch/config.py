@@ -113,8 +113,8 @@ class TrainConfig:
                 raise ConfigError(f"An int >= 2 must be specified for {name}, but got {getattr(self, name)!r}.", key=name)
         if 0 < self.eval_max_betas < self.eval_ais_betas:
             raise ConfigError(f"0 or at least eval_ais_betas ({self.eval_ais_betas}) must be specified for eval_max_betas, but got {self.eval_max_betas}.", key="eval_max_betas")
-        if 0 < self.eval_tail_betas <= max(self.eval_ais_betas, self.eval_max_betas):
-            cap = max(self.eval_ais_betas, self.eval_max_betas)
+        cap = max(self.eval_ais_betas, self.eval_max_betas)
+        if 0 < self.eval_tail_betas <= cap:
             raise ConfigError(f"0 or above the cap of eval_ais_betas and eval_max_betas ({cap}) must be specified for eval_tail_betas, but got {self.eval_tail_betas}.", key="eval_tail_betas")
         choices = (("optimizer", OPTIMIZERS), ("lr_schedule", LR_SCHEDULES), ("rnn", RNN_TYPES), ("monitor", MONITORS))
         for name, allowed in choices:

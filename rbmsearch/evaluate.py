@@ -141,7 +141,7 @@ def evaluate(
     if progress:
         log.info("scoring %s of %s frames in %d shards (%s): AIS %d runs, RAISE %d, %s temperatures",
                  f"{len(v):,}", f"{len(v_all):,}", len(shards), where, settings.ais_runs, settings.raise_runs,
-                 settings.ais_betas if settings.gap_tolerance == 0 else f"{min(settings.start_betas, settings.ais_betas)} doubled up to {max(settings.ais_betas, settings.max_betas)} until AIS and RAISE agree within {settings.gap_tolerance}"
+                 settings.ais_betas if settings.gap_tolerance == 0 else f"{min(settings.start_betas, settings.ais_betas)} doubled up to {settings.cap} until AIS and RAISE agree within {settings.gap_tolerance}"
                  + (f", then RAISE on a shard's 5% furthest apart up to {settings.tail_betas}" if settings.tail_betas else ""))  # fmt: skip
     bar = _Progress(len(v), progress)
     try:

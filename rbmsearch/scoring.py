@@ -88,8 +88,13 @@ class EvalSettings:
             raise ValueError(f"Expected max_betas to be 0 or at least ais_betas ({self.ais_betas}), but got {self.max_betas}.")
         if self.tail_betas and self.gap_tolerance == 0:
             raise ValueError(f"Expected tail_betas 0 with gap_tolerance 0 (fixed temperatures, no agreement to reach), but got tail_betas {self.tail_betas}.")
-        if self.tail_betas and self.tail_betas <= max(self.ais_betas, self.max_betas):
-            raise ValueError(f"Expected tail_betas to be 0 or above the cap ({max(self.ais_betas, self.max_betas)}), but got {self.tail_betas}.")
+        if self.tail_betas and self.tail_betas <= self.cap:
+            raise ValueError(f"Expected tail_betas to be 0 or above the cap ({self.cap}), but got {self.tail_betas}.")
+
+    @property
+    def cap(self) -> int:
+        """The most temperatures a shard's doubling reaches: ais_betas, or max_betas past it."""
+        return max(self.ais_betas, self.max_betas)
 
 
 BASES = ("fitted", "own-bv")
@@ -258,30 +263,31 @@ def annealing_runs(settings: EvalSettings, betas: int, reverse: bool = False) ->
     return max(MIN_LONG_AIS_RUNS, round(settings.ais_runs * settings.ais_betas / betas))
 
 
+def _pass_sweeps(settings: EvalSettings, betas: int, reverse: bool = False) -> int:
+    """Gibbs sweeps per frame of one AIS (reverse: RAISE) pass with `betas` temperatures."""
+    return annealing_runs(settings, betas, reverse) * (betas - 1)
+
+
 def _anneal_until_agreed(forward, backward, rows: np.ndarray, start: tuple[int, int], settings: EvalSettings):
     """AIS's and RAISE's per-frame log-likelihoods of `rows`, their temperatures doubled from
     `start` until their mean NLLs agree within settings.gap_tolerance or the cap is reached.
     RAISE's double first (a tenth of AIS's cost per temperature), up to RAISE_AHEAD times AIS's;
     then AIS's. Returns ((betas_ais, betas_raise), ll_ais, ll_raise, sweeps per frame, and RAISE's
     figures of the pass before its last, None if it ran once)."""
-    cap = max(settings.ais_betas, settings.max_betas)
+    cap = settings.cap
     betas_ais, betas_raise = start
     ll_ais, ll_raise = forward(betas_ais, rows), backward(betas_raise, rows)
     earlier = None
-
-    def cost(betas: int, reverse: bool) -> float:  # Gibbs sweeps per frame of one pass
-        return annealing_runs(settings, betas, reverse) * (betas - 1)
-
-    sweeps = cost(betas_ais, False) + cost(betas_raise, True)
+    sweeps = _pass_sweeps(settings, betas_ais) + _pass_sweeps(settings, betas_raise, reverse=True)
     while settings.gap_tolerance > 0 and abs(np.mean(ll_ais - ll_raise)) > settings.gap_tolerance:
         if betas_raise < min(cap, RAISE_AHEAD * betas_ais):
             betas_raise = min(2 * betas_raise, cap)
             earlier, ll_raise = ll_raise, backward(betas_raise, rows)
-            sweeps += cost(betas_raise, True)
+            sweeps += _pass_sweeps(settings, betas_raise, reverse=True)
         elif betas_ais < cap:
             betas_ais = min(2 * betas_ais, cap)
             ll_ais = forward(betas_ais, rows)
-            sweeps += cost(betas_ais, False)
+            sweeps += _pass_sweeps(settings, betas_ais)
         else:
             break
     return (betas_ais, betas_raise), ll_ais, ll_raise, sweeps, earlier
@@ -308,7 +314,7 @@ def _anneal_the_tail(backward, ll_ais: np.ndarray, ll_raise: np.ndarray, earlier
     if earlier is None:  # a pass only for choosing: at a quarter of the cap, where the same frames stand out
         choosing = max(2, betas // TAIL_STEP)
         earlier = backward(choosing, np.arange(n), draw=1)
-        sweeps += annealing_runs(settings, choosing, reverse=True) * (choosing - 1)
+        sweeps += _pass_sweeps(settings, choosing, reverse=True)
     apart = ll_ais - earlier
     rows = np.argsort(-apart, kind="stable")[: max(1, round(TAIL_SHARE * n))]
     rows = np.sort(rows[apart[rows] > 0])
@@ -316,7 +322,7 @@ def _anneal_the_tail(backward, ll_ais: np.ndarray, ll_raise: np.ndarray, earlier
     while len(rows) and betas < settings.tail_betas and gap(ll_raise) > settings.gap_tolerance:
         betas = min(TAIL_STEP * betas, settings.tail_betas)
         ll_raise[rows] = backward(betas, rows)
-        sweeps += annealing_runs(settings, betas, reverse=True) * (betas - 1) * len(rows) / n
+        sweeps += _pass_sweeps(settings, betas, reverse=True) * len(rows) / n
     return ll_raise, (betas, len(rows)), sweeps
 
 

@@ -155,7 +155,7 @@ def quiet_stops_in_callbacks() -> None:
         return
 
     def hook(unraisable) -> None:
-        if not (unraisable.exc_type is not None and issubclass(unraisable.exc_type, SystemExit)):
+        if not issubclass(unraisable.exc_type, SystemExit):
             previous(unraisable)
 
     hook.quiet_stops = True
