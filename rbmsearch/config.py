@@ -60,6 +60,9 @@ class TrainConfig:
     clip_norm: float = 10.0  # global gradient-norm clipping, a safety net at this learning rate; 0 turns it off
     dropout: float = 0.0  # on the history the RNN reads and on u_{t-1}; see RnnRbm.cd_loss
     weight_decay: float = 0.0  # L2 penalty (weight_decay / 2) * ||w||^2 on the weight matrices, not the biases
+    # An exponential moving average of the parameters, with this time constant in epochs, is
+    # what the monitor reads and the run keeps (rbmsearch.train.ParameterAverage); 0: off.
+    average_epochs: float = 0.0
     seed: int = 0
     # The validation score that picks the best epoch and ranks a search's trials
     # (rbmsearch.train.monitor): "raise", because it errs high where "nll" (AIS) errs low by
@@ -106,8 +109,10 @@ class TrainConfig:
             )
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, int | float) or not 0 <= self.dropout < 1:
             raise ConfigError(f"A value in [0, 1) must be specified for dropout, but got {self.dropout!r}.", key="dropout")
-        if isinstance(self.weight_decay, bool) or not isinstance(self.weight_decay, int | float) or not 0 <= self.weight_decay < math.inf:
-            raise ConfigError(f"A finite value >= 0 must be specified for weight_decay, but got {self.weight_decay!r}.", key="weight_decay")
+        for name in ("weight_decay", "average_epochs"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+                raise ConfigError(f"A finite value >= 0 must be specified for {name}, but got {value!r}.", key=name)
         for name in ("eval_ais_betas", "monitor_ais_betas"):
             if isinstance(getattr(self, name), bool) or not isinstance(getattr(self, name), int) or getattr(self, name) < 2:
                 raise ConfigError(f"An int >= 2 must be specified for {name}, but got {getattr(self, name)!r}.", key=name)

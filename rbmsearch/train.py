@@ -14,6 +14,7 @@ is scored by `rbmsearch.evaluate`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -37,7 +38,7 @@ from rbmsearch.files import make_dir
 from rbmsearch.run import read_metrics, write_metrics, write_params, write_run
 from rbmsearch.workers import set_small_op_threads
 
-__all__ = ["MonitorSettings", "Report", "chain_length", "monitor", "pretrain", "pretrain_rnn", "train"]
+__all__ = ["MonitorSettings", "ParameterAverage", "Report", "chain_length", "monitor", "pretrain", "pretrain_rnn", "train"]
 
 log = logging.getLogger(__name__)
 
@@ -238,8 +239,46 @@ def chain_length(config: TrainConfig, epoch: int) -> int:
     return config.cd_k_late if late else config.cd_k
 
 
-def make_train_step(model, optimizer, config: TrainConfig, cd_k: int | None = None):
-    """A compiled CD-k step (k = `cd_k`, default config.cd_k): (v (B, T, n_v), mask (B, T), seed (2,) int64) -> cost, one update."""
+class ParameterAverage:
+    """An exponential moving average of a model's trainable variables (Polyak averaging) with a
+    time constant of `steps` optimizer steps; early on it follows the model more closely
+    (decay (1 + n) / (10 + n) after n updates, as tf.train.ExponentialMovingAverage's num_updates)."""
+
+    def __init__(self, model, steps: float):
+        import tensorflow as tf
+
+        self.variables = model.trainable_variables
+        self.shadows = [tf.Variable(v, trainable=False, name=v.name.split(":")[0] + "_average") for v in self.variables]
+        self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="average_updates")
+        self.decay = math.exp(-1.0 / max(steps, 1.0))
+        self.trackable = tf.train.Checkpoint(shadows=self.shadows, updates=self.updates)  # what the run's checkpoint saves
+
+    def update(self) -> None:
+        """One step of the average; called inside the compiled training step."""
+        import tensorflow as tf
+
+        self.updates.assign_add(1)
+        n = tf.cast(self.updates, tf.float32)
+        decay = tf.minimum(self.decay, (1.0 + n) / (10.0 + n))
+        for shadow, variable in zip(self.shadows, self.variables):
+            shadow.assign(decay * shadow + (1.0 - decay) * variable)
+
+    @contextlib.contextmanager
+    def in_model(self):
+        """The average in the model's variables for the block, the trained values back after it."""
+        trained = [variable.numpy() for variable in self.variables]
+        for variable, shadow in zip(self.variables, self.shadows):
+            variable.assign(shadow)
+        try:
+            yield
+        finally:
+            for variable, value in zip(self.variables, trained):
+                variable.assign(value)
+
+
+def make_train_step(model, optimizer, config: TrainConfig, cd_k: int | None = None, average: ParameterAverage | None = None):
+    """A compiled CD-k step (k = `cd_k`, default config.cd_k): (v (B, T, n_v), mask (B, T), seed (2,) int64) -> cost, one update
+    (and one of `average`)."""
     k = cd_k or config.cd_k
     import tensorflow as tf
 
@@ -258,6 +297,8 @@ def make_train_step(model, optimizer, config: TrainConfig, cd_k: int | None = No
         if config.clip_norm > 0:
             grads, _ = tf.clip_by_global_norm(grads, config.clip_norm)
         optimizer.apply_gradients(zip(grads, variables))
+        if average is not None:
+            average.update()
         return cost
 
     return train_step
@@ -306,7 +347,8 @@ def train(
     steps_per_epoch = len(list(minibatches(train_rolls, config, np.random.default_rng(0))))
     optimizer = make_optimizer(config, steps_per_epoch)
     epoch_var = tf.Variable(0, dtype=tf.int64, name="epoch")  # epochs completed
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var)
+    average = ParameterAverage(model, config.average_epochs * steps_per_epoch) if config.average_epochs else None
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, epoch=epoch_var, **({"average": average.trackable} if average else {}))
     manager = tf.train.CheckpointManager(checkpoint, run_dir / "ckpt", max_to_keep=1)
     metrics = {"history": [], "pretrain_costs": []}
     if manager.latest_checkpoint:
@@ -318,6 +360,9 @@ def train(
     else:
         metrics["pretrain_costs"] = pretrain(model, np.concatenate(train_rolls), config, progress)
         metrics["rnn_pretrain_costs"] = pretrain_rnn(model, train_rolls, config, progress)
+        if average is not None:  # the average starts from the pretrained model
+            for shadow, variable in zip(average.shadows, average.variables):
+                shadow.assign(variable)
 
     train_steps = {}  # CD steps -> its compiled step (two with cd_k_late)
     monitor_settings = MonitorSettings.of(config)
@@ -333,7 +378,7 @@ def train(
         costs, frames = [], 0
         k = chain_length(config, epoch)
         if k not in train_steps:
-            train_steps[k] = make_train_step(model, optimizer, config, k)
+            train_steps[k] = make_train_step(model, optimizer, config, k, average)
         train_step = train_steps[k]
         for i, (v, mask) in enumerate(minibatches(train_rolls, config, rng)):
             costs.append(float(train_step(v, mask, tf.constant([config.seed, epoch * 100_003 + i], tf.int64))))
@@ -342,9 +387,14 @@ def train(
         train_s = time.perf_counter() - start
         record = {"epoch": epoch + 1, "train_cost": float(np.mean(costs)), "cd_k": k, "train_frames_per_s": frames / train_s}
         read = (epoch + 1) % every == 0 or epoch + 1 == config.epochs or epoch + 1 in read_at
-        if read:
-            record["valid_monitor"] = score = monitor(model, valid_rolls, monitor_settings)
-            _check_finite(epoch + 1, "the validation monitor", score, config)
+        with average.in_model() if average is not None else contextlib.nullcontext():  # the model the run keeps
+            if read:
+                record["valid_monitor"] = score = monitor(model, valid_rolls, monitor_settings)
+                _check_finite(epoch + 1, "the validation monitor", score, config)
+            if read and score < best:
+                best = score
+                write_params(run_dir, model.to_params())
+                metrics["best_epoch"] = epoch + 1
         record["seconds"] = time.perf_counter() - start
         metrics["history"].append(record)
         if scalars is not None:
@@ -352,10 +402,6 @@ def train(
                 if name in record:
                     scalars.add_scalar(name, record[name], global_step=epoch + 1)
             scalars.flush()
-        if read and score < best:
-            best = score
-            write_params(run_dir, model.to_params())
-            metrics["best_epoch"] = epoch + 1
         epoch_var.assign(epoch + 1)
         manager.save()
         write_metrics(run_dir, metrics)

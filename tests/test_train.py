@@ -17,7 +17,7 @@ from rbmsearch.config import TrainConfig
 from rbmsearch.data import read_dataset
 from rbmsearch.errors import ConfigError, DivergenceError
 from rbmsearch.run import load_run
-from rbmsearch.train import chain_length, make_optimizer, make_train_step, minibatches, pretrain_rnn, train, windows
+from rbmsearch.train import ParameterAverage, chain_length, make_optimizer, make_train_step, minibatches, monitor, MonitorSettings, pretrain_rnn, train, windows
 
 
 def test_windows_cover_every_frame_once():
@@ -95,9 +95,11 @@ def test_nll_monitor_tracks_the_exact_nll(tmp_path, toy_parquet, tiny_config):
 
 
 @pytest.mark.slow
-def test_resume_after_an_interruption_matches_an_uninterrupted_run(tmp_path, toy_parquet, tiny_config):
+@pytest.mark.parametrize("average_epochs", [0.0, 1.0])
+def test_resume_after_an_interruption_matches_an_uninterrupted_run(tmp_path, toy_parquet, tiny_config, average_epochs):
+    """Also with the parameter average, which the checkpoint carries."""
     data = read_dataset(toy_parquet)
-    config = TrainConfig(**{**tiny_config, "epochs": 4})
+    config = TrainConfig(**{**tiny_config, "epochs": 4, "average_epochs": average_epochs})
     straight = train(config, data, tmp_path / "straight", evaluate_test=False)
 
     class Stop(Exception):
@@ -121,7 +123,7 @@ def test_resume_after_an_interruption_matches_an_uninterrupted_run(tmp_path, toy
         np.testing.assert_allclose(p[name], q[name], rtol=1e-4, atol=1e-5)
 
     with pytest.raises(ConfigError, match=r"differs in \['cd_k'\]"):
-        train(TrainConfig(**{**tiny_config, "epochs": 4, "cd_k": 3}), data, tmp_path / "resumed")
+        train(TrainConfig(**{**tiny_config, "epochs": 4, "cd_k": 3, "average_epochs": average_epochs}), data, tmp_path / "resumed")
     # A run saved before a field existed resumes with that field's default.
     saved = json.loads((tmp_path / "resumed/config.json").read_text())
     del saved["train"]["eval_raise_runs"]
@@ -177,6 +179,53 @@ def test_weight_decay_shrinks_weight_matrices_only(toy_dataset, tiny_config):
     for bad in (1.0, -0.1, True):
         with pytest.raises(ConfigError, match="dropout"):
             TrainConfig(dropout=bad)
+
+
+def test_the_parameter_average_follows_each_step_with_its_decay(toy_dataset, tiny_config):
+    """After each step n the average is d * average + (1 - d) * parameters, d = min(exp(-1 / steps), (1 + n) / (10 + n));
+    in_model() puts it in the model for a block and the trained values back after."""
+    from rbmsearch.model import ModelConfig, RnnRbm
+
+    rolls = toy_dataset.rolls("train")[:4]
+    v, mask = pad_batch([r[:16] for r in rolls])
+    config = TrainConfig(**{**tiny_config, "optimizer": "sgd", "learning_rate": 0.5, "lr_schedule": "constant", "clip_norm": 0.0})
+    model = RnnRbm(ModelConfig.of(config), seed=config.seed)
+    average = ParameterAverage(model, steps=20.0)
+    step = make_train_step(model, make_optimizer(config, 1), config, average=average)
+    expected = model.to_params()
+    for n in range(1, 31):
+        step(v, mask, np.array([1, n], dtype=np.int64))
+        d = min(math.exp(-1 / 20), (1 + n) / (10 + n))
+        trained = model.to_params()
+        expected = {name: d * expected[name] + (1 - d) * trained[name] for name in trained}
+    with average.in_model():
+        averaged = model.to_params()
+    for name in trained:
+        np.testing.assert_allclose(averaged[name], expected[name], rtol=1e-4, atol=1e-6, err_msg=name)
+        np.testing.assert_array_equal(model.to_params()[name], trained[name])
+    assert np.abs(averaged["W"] - trained["W"]).max() > 1e-4  # the average lags the steps: the check is not vacuous
+    for bad in (-1.0, math.inf, True):
+        with pytest.raises(ConfigError, match="average_epochs"):
+            TrainConfig(average_epochs=bad)
+
+
+def test_a_run_with_the_average_monitors_and_keeps_the_average_not_the_trained_parameters(tmp_path, toy_dataset, tiny_config):
+    import tensorflow as tf
+
+    from rbmsearch.model import ModelConfig, RnnRbm
+
+    config = TrainConfig(**{**tiny_config, "epochs": 3, "average_epochs": 2.0, "monitor_every": 1})
+    metrics = train(config, toy_dataset, tmp_path / "run", evaluate_test=False)
+    readings, valid, settings = [h["valid_monitor"] for h in metrics["history"]], toy_dataset.rolls("valid"), MonitorSettings.of(config)
+    assert metrics["best_epoch"] == 1 + int(np.argmin(readings))
+    assert monitor(load_run(tmp_path / "run").model, valid, settings) == pytest.approx(readings[metrics["best_epoch"] - 1], rel=1e-5)
+    model = RnnRbm(ModelConfig.of(config), seed=99)  # the last epoch's trained parameters and average, from the checkpoint
+    average = ParameterAverage(model, 1.0)
+    tf.train.Checkpoint(model=model, average=average.trackable).restore(tf.train.latest_checkpoint(str(tmp_path / "run/ckpt"))).expect_partial()
+    trained = monitor(model, valid, settings)
+    with average.in_model():
+        assert monitor(model, valid, settings) == pytest.approx(readings[-1], rel=1e-5)
+    assert abs(trained - readings[-1]) > 1e-3  # the monitor read the average, not the trained parameters
 
 
 # ---------------------------------------------------------------------------- the paper's training aids
