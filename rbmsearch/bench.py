@@ -193,10 +193,11 @@ def _train_figures(config, rolls, epochs: int, runs: int, reference: tuple[str, 
 
     from rbmsearch.model import ModelConfig, RnnRbm
     from rbmsearch.roofline import model_limit_gflops, train_products
-    from rbmsearch.train import make_optimizer, make_train_step
+    from rbmsearch.train import ParameterAverage, make_optimizer, make_train_step
 
     model = RnnRbm(ModelConfig.of(config), seed=config.seed)
-    step = make_train_step(model, make_optimizer(config, steps_per_epoch=100), config)
+    average = ParameterAverage(model, config.average_epochs * 100) if config.average_epochs else None
+    step = make_train_step(model, make_optimizer(config, steps_per_epoch=100), config, average=average)
     n_v = model.config.n_visible
     warm = _epochs(step, rolls, config, range(0, 1), n_v)  # trace and warm up
     n, b, t = sorted(warm["shapes"])[len(warm["shapes"]) // 2]  # the median batch: the model's own shapes
