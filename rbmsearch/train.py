@@ -5,7 +5,8 @@
 Reads a Parquet dataset (`rbmsearch.data`) and writes a run directory (`rbmsearch.run`).
 (1) CD-k pretraining of the RBM on shuffled frames; (2) CD-k training of the RNN-RBM
 (Boulanger-Lewandowski et al., ICML 2012) on minibatches of sequence windows, back-propagated
-through the RNN; after every epoch the validation `monitor` picks the best parameters, the run
+through the RNN; after every epoch the validation `monitor` picks the best parameters (with
+`average_epochs`, the best of their moving average, `ParameterAverage`), the run
 is checkpointed and `report` is called (the seam Ray Tune's trainable uses; this module never
 imports Ray). Running again on an unfinished RUN_DIR resumes it. At the end the test split
 is scored by `rbmsearch.evaluate`.
@@ -318,7 +319,8 @@ def train(
     """Train one configuration into `run_dir`, resuming if it holds a checkpoint of it.
 
     Reads the validation monitor every `monitor_interval` epochs, at the epochs in `read_at`
-    (a search's ASHA rungs) and after the last, and then calls `report(epoch, metrics, run_dir)`,
+    (a search's ASHA rungs) and after the last, of the parameters' moving average if
+    config.average_epochs (which params.npz then keeps), and then calls `report(epoch, metrics, run_dir)`,
     once run_dir holds that epoch's checkpoint. `tensorboard`: write the per-epoch scalars to run_dir/tensorboard. Returns the final metrics (also in run_dir/metrics.json), with
     `test_nll`, `test_nll_raise`, `test_acc` and `test_acc_decoded` if `evaluate_test`.
 
@@ -387,14 +389,14 @@ def train(
         train_s = time.perf_counter() - start
         record = {"epoch": epoch + 1, "train_cost": float(np.mean(costs)), "cd_k": k, "train_frames_per_s": frames / train_s}
         read = (epoch + 1) % every == 0 or epoch + 1 == config.epochs or epoch + 1 in read_at
-        with average.in_model() if average is not None else contextlib.nullcontext():  # the model the run keeps
-            if read:
+        if read:
+            with average.in_model() if average is not None else contextlib.nullcontext():  # the model the run keeps
                 record["valid_monitor"] = score = monitor(model, valid_rolls, monitor_settings)
                 _check_finite(epoch + 1, "the validation monitor", score, config)
-            if read and score < best:
-                best = score
-                write_params(run_dir, model.to_params())
-                metrics["best_epoch"] = epoch + 1
+                if score < best:
+                    best = score
+                    write_params(run_dir, model.to_params())
+                    metrics["best_epoch"] = epoch + 1
         record["seconds"] = time.perf_counter() - start
         metrics["history"].append(record)
         if scalars is not None:
