@@ -62,8 +62,8 @@ class TrainConfig:
     weight_decay: float = 0.0  # L2 penalty (weight_decay / 2) * ||w||^2 on the weight matrices, not the biases
     # An exponential moving average of the parameters, with this time constant in epochs, is
     # what the monitor reads and the run keeps (rbmsearch.train.ParameterAverage); 0: off.
-    # Measured on Nottingham and JSB in docs/results.md, 6.16.
-    average_epochs: float = 2.0
+    # Measured on Nottingham and JSB in docs/results.md, 6.16; searchable in the default space.
+    average_epochs: float = 0.0
     seed: int = 0
     # The validation score that picks the best epoch and ranks a search's trials
     # (rbmsearch.train.monitor): "raise", because it errs high where "nll" (AIS) errs low by
