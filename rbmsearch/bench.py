@@ -196,8 +196,9 @@ def _train_figures(config, rolls, epochs: int, runs: int, reference: tuple[str, 
     from rbmsearch.train import ParameterAverage, make_optimizer, make_train_step
 
     model = RnnRbm(ModelConfig.of(config), seed=config.seed)
-    average = ParameterAverage(model, config.average_epochs * 100) if config.average_epochs else None
-    step = make_train_step(model, make_optimizer(config, steps_per_epoch=100), config, average=average)
+    steps_per_epoch = 100  # only the schedules and the average read it; the timing does not depend on it
+    average = ParameterAverage(model, config.average_epochs * steps_per_epoch) if config.average_epochs else None
+    step = make_train_step(model, make_optimizer(config, steps_per_epoch), config, average=average)
     n_v = model.config.n_visible
     warm = _epochs(step, rolls, config, range(0, 1), n_v)  # trace and warm up
     n, b, t = sorted(warm["shapes"])[len(warm["shapes"]) // 2]  # the median batch: the model's own shapes

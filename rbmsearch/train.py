@@ -254,6 +254,11 @@ class ParameterAverage:
         self.decay = math.exp(-1.0 / max(steps, 1.0))
         self.trackable = tf.train.Checkpoint(shadows=self.shadows, updates=self.updates)  # what the run's checkpoint saves
 
+    def reset(self) -> None:
+        """Start the average afresh at the model's current values."""
+        for shadow, variable in zip(self.shadows, self.variables):
+            shadow.assign(variable)
+
     def update(self) -> None:
         """One step of the average; called inside the compiled training step."""
         import tensorflow as tf
@@ -363,8 +368,7 @@ def train(
         metrics["pretrain_costs"] = pretrain(model, np.concatenate(train_rolls), config, progress)
         metrics["rnn_pretrain_costs"] = pretrain_rnn(model, train_rolls, config, progress)
         if average is not None:  # the average starts from the pretrained model
-            for shadow, variable in zip(average.shadows, average.variables):
-                shadow.assign(variable)
+            average.reset()
 
     train_steps = {}  # CD steps -> its compiled step (two with cd_k_late)
     monitor_settings = MonitorSettings.of(config)
