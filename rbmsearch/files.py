@@ -16,7 +16,7 @@ from pathlib import Path
 
 from rbmsearch.errors import OutputError, RbmsearchError
 
-__all__ = ["atomic_write", "make_dir", "read_json", "write_json", "write_text"]
+__all__ = ["atomic_write", "create_whole", "make_dir", "read_json", "write_json", "write_text"]
 
 FILE_MODE = 0o644
 
@@ -56,6 +56,34 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def create_whole(path: str | os.PathLike, write: Callable[[Path], None]) -> bool:
+    """Like `atomic_write`, for a file that others may open as soon as it exists and that no
+    writer may replace: `write(tmp)` fills a temporary file beside `path`, which is then
+    hard-linked to `path` only if `path` is still absent, so a reader never sees it half made
+    (an SQLite schema, say). Returns False, and leaves `path` as it is, where it exists."""
+    path = Path(path)
+    if path.exists():
+        return False
+    tmp = Path(atomic_write(_temporary_name(path), write))
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    except OSError:  # a file system without hard links: rename, unless it was made meanwhile
+        if path.exists():
+            return False
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return True
+
+
+def _temporary_name(path: Path) -> Path:
+    """A fresh name beside `path` that no other writer will pick."""
+    make_dir(path.parent)
+    return path.parent / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.new"
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

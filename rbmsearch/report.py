@@ -93,17 +93,13 @@ def optuna_distributions(space: SearchSpace) -> dict:
 
 
 def write_optuna_study(path: Path | None, summaries: list[TrialSummary], space: SearchSpace, study_name: str):
-    """The trials as an Optuna study, each with its best epoch's value: in a fresh SQLite file
-    (for optuna-dashboard; a search on a URI, whose study could not be written live), or in
-    memory when `path` is None (the plots). Returns the study."""
+    """The trials as an Optuna study, each with its best epoch's value, in memory (the plots);
+    with `path`, also copied whole over that SQLite file (for optuna-dashboard; a search on a
+    URI, whose study could not be written live). Returns the study in memory."""
     import optuna
 
-    if path is not None and path.exists():
-        path.unlink()  # the file mirrors the experiment: rebuilt, never appended to
-    settings = space.settings
-    study = optuna.create_study(
-        storage=f"sqlite:///{path}" if path is not None else None, study_name=study_name, direction="minimize" if settings.mode == "min" else "maximize"
-    )
+    settings, memory = space.settings, optuna.storages.InMemoryStorage()
+    study = optuna.create_study(storage=memory, study_name=study_name, direction="minimize" if settings.mode == "min" else "maximize")
     distributions = optuna_distributions(space)
     for s in summaries:
         finished = bool(s.best)
@@ -117,7 +113,17 @@ def write_optuna_study(path: Path | None, summaries: list[TrialSummary], space: 
                 intermediate_values=s.history if finished else None,
             )
         )
+    if path is not None:  # the file mirrors the experiment: rebuilt, never appended to
+        atomic_write(path, lambda tmp: _copy_study(study_name, memory, tmp))
     return study
+
+
+def _copy_study(name: str, source, path: Path) -> None:
+    import optuna
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{path}")
+    optuna.copy_study(from_study_name=name, from_storage=source, to_storage=storage)
+    storage.engine.dispose()
 
 
 def save_plots(study, out_dir: Path) -> dict[str, str]:

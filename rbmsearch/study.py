@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 
 import optuna
 from ray.tune.search.optuna import OptunaSearch
+
+from rbmsearch.files import create_whole
 
 __all__ = ["LiveOptunaSearch", "sqlite_storage"]
 
@@ -22,8 +25,23 @@ log = logging.getLogger(__name__)
 
 
 def sqlite_storage(path: str) -> optuna.storages.RDBStorage:
-    """An RDB storage in the SQLite file `path`; the timeout lets a dashboard read while trials write."""
+    """An RDB storage in the SQLite file `path`; the timeout lets a dashboard read while trials write.
+
+    A new file gets its schema in a temporary file first and appears whole: Optuna stamps its
+    schema version in several statements, and another process that opened the file between
+    them (optuna-dashboard, or a reader polling for it) would stamp it too and fail.
+    """
+    create_whole(path, _empty_study_file)
+    return _open_sqlite(path)
+
+
+def _open_sqlite(path) -> optuna.storages.RDBStorage:
     return optuna.storages.RDBStorage(f"sqlite:///{path}", engine_kwargs={"connect_args": {"timeout": 30}})
+
+
+def _empty_study_file(tmp: Path) -> None:
+    """Optuna's tables, and nothing else, in `tmp`."""
+    _open_sqlite(tmp).engine.dispose()
 
 
 class LiveOptunaSearch(OptunaSearch):

@@ -10,7 +10,7 @@ import stat
 import pytest
 
 from rbmsearch.errors import DatasetError, RunError
-from rbmsearch.files import atomic_write, read_json, write_json, write_text
+from rbmsearch.files import atomic_write, create_whole, read_json, write_json, write_text
 
 
 def mode(path) -> int:
@@ -50,6 +50,27 @@ def test_atomic_write_replaces_creates_parents_and_writes_mode_0644(tmp_path):
     assert path.read_text() == "two" and binary.read_bytes() == b"\x00\x01"
     assert mode(path) == 0o644 and mode(binary) == 0o644
     assert sorted(p.name for p in path.parent.iterdir()) == ["b.txt"]
+
+
+def test_create_whole_makes_a_new_file_whole_and_never_replaces_one(tmp_path):
+    path = tmp_path / "deep/study.db"
+    seen = []
+
+    def write(tmp):
+        seen.append(path.exists())  # while it is being written, the target does not exist yet
+        tmp.write_text("whole")
+
+    assert create_whole(path, write) is True and path.read_text() == "whole" and seen == [False]
+    assert mode(path) == 0o644
+    assert create_whole(path, lambda tmp: tmp.write_text("another")) is False and path.read_text() == "whole"
+
+    def made_meanwhile(tmp):  # another writer creates it while this one writes
+        path.with_name("late.db").write_text("theirs")
+        tmp.write_text("mine")
+
+    assert create_whole(path.with_name("late.db"), made_meanwhile) is False
+    assert path.with_name("late.db").read_text() == "theirs"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["late.db", "study.db"]  # no temporary file left
 
 
 def test_write_json_is_sorted_indented_and_ends_with_a_newline(tmp_path):
