@@ -222,7 +222,7 @@ def test_tiny_search_on_local_ray_from_the_command_line(ray_address, tmp_path, t
     seen_mid_search, deadline = [], time.monotonic() + 240
     while proc.poll() is None and time.monotonic() < deadline:
         if db.is_file():
-            with contextlib.suppress(Exception):  # the file may not hold the study's tables yet
+            with contextlib.suppress(Exception):  # the study may not exist in it yet, or the search holds its lock
                 study = optuna.load_study(study_name="live", storage=f"sqlite:///{db}")
                 ended = [t for t in study.trials if t.state.is_finished()]
                 if ended and proc.poll() is None:
