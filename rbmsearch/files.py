@@ -40,33 +40,24 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path
     `path` keeps its old content (or stays absent). A path that cannot be written raises OutputError.
     """
     path = Path(path)
-    if path.is_dir():
-        raise OutputError(path, "is a directory, where a file is written; give a file name")
-    make_dir(path.parent)
+    tmp = _written_beside(path, write)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
-    except OSError as e:
-        raise OutputError(path, f"cannot be written ({e.strerror or e}); choose another output path") from e
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return path
 
 
 def create_whole(path: str | os.PathLike, write: Callable[[Path], None]) -> bool:
     """Like `atomic_write`, for a file that others may open as soon as it exists and that no
-    writer may replace: `write(tmp)` fills a temporary file beside `path`, which is then
-    hard-linked to `path` only if `path` is still absent, so a reader never sees it half made
-    (an SQLite schema, say). Returns False, and leaves `path` as it is, where it exists."""
+    writer may replace: the temporary file is hard-linked to `path` only if `path` is still
+    absent, so a reader never sees it half made (an SQLite schema, say). Returns False, and
+    leaves `path` as it is, where it exists."""
     path = Path(path)
     if path.exists():
         return False
-    tmp = Path(atomic_write(_temporary_name(path), write))
+    tmp = _written_beside(path, write)
     try:
         os.link(tmp, path)
     except FileExistsError:
@@ -80,10 +71,24 @@ def create_whole(path: str | os.PathLike, write: Callable[[Path], None]) -> bool
     return True
 
 
-def _temporary_name(path: Path) -> Path:
-    """A fresh name beside `path` that no other writer will pick."""
+def _written_beside(path: Path, write: Callable[[Path], None]) -> Path:
+    """A temporary file beside `path` (its parent created), filled by `write` and given FILE_MODE;
+    removed again if `write` raises."""
+    if path.is_dir():
+        raise OutputError(path, "is a directory, where a file is written; give a file name")
     make_dir(path.parent)
-    return path.parent / f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.new"
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp" + path.suffix)
+    except OSError as e:
+        raise OutputError(path, f"cannot be written ({e.strerror or e}); choose another output path") from e
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.chmod(tmp, FILE_MODE)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return Path(tmp)
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

@@ -178,7 +178,8 @@ def test_a_search_stopped_by_ctrl_c_then_killed_resumes_each_time_keeping_every_
     # A trial whose last result came between Ctrl-C and Tune's stop is logged as done but saved
     # as running, and is run again from its checkpoint: Tune's at-least-once. What the saved
     # state records as ended must never run again.
-    finished = {k: v for k, v in _done(experiment).items() if k in _saved_as_ended(experiment)}
+    ended = _saved_as_ended(experiment)
+    finished = {k: v for k, v in _done(experiment).items() if k in ended}
     assert 1 <= len(finished) < 3, log
 
     second = subprocess.Popen(resume, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
