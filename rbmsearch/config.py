@@ -15,13 +15,14 @@ from dataclasses import asdict, dataclass
 
 from rbmsearch.errors import ConfigError
 
-__all__ = ["AIS_BETAS", "AIS_RUNS", "LR_SCHEDULES", "MONITORS", "OPTIMIZERS", "RNN_TYPES", "TrainConfig"]
+__all__ = ["AIS_BETAS", "AIS_RUNS", "CONTROL_BETAS", "LR_SCHEDULES", "MONITORS", "OPTIMIZERS", "RNN_TYPES", "TrainConfig"]
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop", "nesterov", "nadam")  # nesterov: SGD with Nesterov momentum (the paper's)
 LR_SCHEDULES = ("constant", "cosine", "exponential")
 MONITORS = ("raise", "nll", "pll")  # the per-epoch validation scores; see rbmsearch.train.monitor
 AIS_RUNS = 100  # AIS runs per conditional RBM, as Boulanger-Lewandowski et al. (2012)
 AIS_BETAS = 1000  # AIS temperatures; enough for JSB-like models, not for sharp ones (docs/evaluation.md)
+CONTROL_BETAS = 1000  # the temperatures of a subsample's cheap control score of every frame (docs/evaluation.md, "The whole split from a subsample")
 RNN_TYPES = ("tanh", "lstm", "gru")  # "tanh" is the paper's RNN; see rbmsearch.model
 
 
@@ -84,6 +85,9 @@ class TrainConfig:
     eval_max_betas: int = 0  # past eval_ais_betas, a shard may double on to this many with fewer runs; 0: off (EvalSettings.max_betas)
     eval_tail_betas: int = 0  # past that cap, RAISE on the 5% of frames that disagree most may go on to this many; 0: off (EvalSettings.tail_betas)
     eval_frames: int = 0  # score an even subsample of this many test frames, labelled as such; 0: the whole split
+    # With a subsample, every test frame is also scored cheaply at this many temperatures, for the
+    # whole-split estimate test_nll_whole_split (rbmsearch.evaluate.regression_estimate); 0: not.
+    eval_control_betas: int = CONTROL_BETAS
 
     def __post_init__(self):
         positive = ["n_hidden", "n_recurrent", "pretrain_cd_k", "pretrain_batch_frames", "epochs", "cd_k", "batch_size",
@@ -92,7 +96,7 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"A positive int must be specified for {name}, but got {value!r}.", key=name)
-        for name in ("pretrain_epochs", "rnn_pretrain_epochs", "cd_k_late", "window", "seed", "eval_frames", "eval_max_betas", "eval_tail_betas", "monitor_every"):
+        for name in ("pretrain_epochs", "rnn_pretrain_epochs", "cd_k_late", "window", "seed", "eval_frames", "eval_max_betas", "eval_tail_betas", "eval_control_betas", "monitor_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(f"A non-negative int must be specified for {name}, but got {value!r}.", key=name)
@@ -119,6 +123,8 @@ class TrainConfig:
                 raise ConfigError(f"An int >= 2 must be specified for {name}, but got {getattr(self, name)!r}.", key=name)
         if 0 < self.eval_max_betas < self.eval_ais_betas:
             raise ConfigError(f"0 or at least eval_ais_betas ({self.eval_ais_betas}) must be specified for eval_max_betas, but got {self.eval_max_betas}.", key="eval_max_betas")
+        if self.eval_control_betas == 1:
+            raise ConfigError("0 (off) or at least 2 must be specified for eval_control_betas, but got 1.", key="eval_control_betas")
         cap = max(self.eval_ais_betas, self.eval_max_betas)
         if 0 < self.eval_tail_betas <= cap:
             raise ConfigError(f"0 or above the cap of eval_ais_betas and eval_max_betas ({cap}) must be specified for eval_tail_betas, but got {self.eval_tail_betas}.", key="eval_tail_betas")

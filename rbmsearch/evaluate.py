@@ -2,13 +2,16 @@
 
     python -m rbmsearch.evaluate RUN_DIR [--data DATA.parquet] [--split test] [--ais-runs 100] [--ais-betas 1000] [--max-betas 0] [--tail-betas 0]
                                  [--raise-runs 10] [--acc-samples 30] [--acc-gibbs-k 1000] [--acc-start previous] [--seed 0]
-                                 [--frames N] [--shard-frames 500] [--address auto|HOST:PORT|local] [--cpus-per-shard C] [--gpus-per-shard G]
+                                 [--frames N] [--control-betas 300] [--shard-frames 500] [--address auto|HOST:PORT|local] [--cpus-per-shard C] [--gpus-per-shard G]
 
 Reads a run directory (`rbmsearch.run`) and its dataset; prints one JSON object with `nll`
 (nats per frame, AIS with 100 runs as in Boulanger-Lewandowski et al., ICML 2012),
 `nll_raise` (reverse AIS, Burda et al. 2015), `acc` (Bay et al. 2009, sampled predictions),
 `acc_annealed`, `acc_decoded` (the model's best guess; `acc_decoded_annealed` from AIS's marginals), `acc_repeat` (copying the previous
 frame) and the settings; every NLL comes with its 95% interval over frames (`nll_ci95`).
+With --frames, every frame of the split is also scored cheaply (--control-betas), and
+`nll_whole_split` estimates the whole split's NLL from the subsample by regression on that
+cheap score, with a much narrower interval than the subsample's own.
 The frames are scored in shards (`rbmsearch.scoring`), each kept under RUN_DIR/eval/ as it
 finishes, so running the same command again redoes only the missing shards. Without
 --address the shards run one after another in this process, whose TensorFlow uses every core
@@ -29,11 +32,13 @@ from pathlib import Path
 
 import numpy as np
 
+from rbmsearch.config import CONTROL_BETAS
 from rbmsearch.console import cli, import_tensorflow
-from rbmsearch.scoring import ACC_STARTS, SHARD_ARRAYS, SHARD_FRAMES, EvalSettings, Shard, ShardStore, run_shards, settings_plan
+from rbmsearch.scoring import (ACC_STARTS, CONTROL_SHARD_FRAMES, SHARD_ARRAYS, SHARD_FRAMES, ControlSettings, EvalSettings, Shard, ShardStore, run_shards,
+                               settings_plan)  # fmt: skip
 from rbmsearch.workers import Resources, ray_running
 
-__all__ = ["EvalSettings", "evaluate", "evaluate_run", "score_run", "subsample"]
+__all__ = ["EvalSettings", "evaluate", "evaluate_run", "regression_estimate", "score_run", "subsample"]
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +64,27 @@ def _mean_ci95(values: np.ndarray) -> float:
     return float(Z95 * np.std(values, ddof=1) / np.sqrt(n)) if n >= 2 else float("nan")
 
 
+def regression_estimate(y: np.ndarray, x: np.ndarray, x_mean: float) -> tuple[float, float, float]:
+    """The whole split's mean of y, from y and the control x (both (n,)) on an even subsample and
+    x's mean over every frame of the split: the regression estimator ȳ + b (X̄ - x̄), b the
+    subsample's least-squares slope (Cochran, Sampling Techniques, ch. 7). Returns (estimate, the
+    half-width of its 95% interval, the correlation of y and x). Its variance is the residuals'
+    over n, about (1 - rho^2) times the plain mean's: the control takes out the spread between
+    frames it shares with y, whatever its own bias. No finite-population correction, as for
+    `_mean_ci95`."""
+    y, x = np.asarray(y, np.float64), np.asarray(x, np.float64)
+    n = len(y)
+    if n < 3:
+        return float("nan"), float("nan"), float("nan")
+    dx, dy = x - x.mean(), y - y.mean()
+    sxx = float(dx @ dx)
+    b = float(dx @ dy) / sxx if sxx > 0 else 0.0
+    residuals = dy - b * dx
+    half_width = Z95 * np.sqrt(float(residuals @ residuals) / (n - 2) / n)
+    rho = float(dx @ dy) / np.sqrt(sxx * float(dy @ dy)) if sxx > 0 and dy.any() else float("nan")
+    return float(y.mean() + b * (x_mean - x.mean())), float(half_width), rho
+
+
 def gap_share(ll_ais: np.ndarray, ll_raise: np.ndarray, fraction: float = GAP_FRAMES) -> float:
     """The share of the mean AIS-RAISE gap, in the direction of its sign, held by the `fraction`
     of frames that disagree most that way: near 1 when a few frames hold it all (on Nottingham,
@@ -74,16 +100,16 @@ def gap_share(ll_ais: np.ndarray, ll_raise: np.ndarray, fraction: float = GAP_FR
 
 
 class _Progress:
-    """A tqdm bar over frames whose label is the running NLL and its interval."""
+    """A tqdm bar over frames whose label is the running NLL (of result[key]) and its interval."""
 
-    def __init__(self, total: int, enabled: bool):
+    def __init__(self, total: int, enabled: bool, desc: str = "scoring", key: str = "ll_ais"):
         from tqdm import tqdm
 
-        self.ll = []
-        self.bar = tqdm(total=total, desc="scoring", unit="frame", disable=not enabled, file=sys.stderr, smoothing=0.1)
+        self.ll, self.key = [], key
+        self.bar = tqdm(total=total, desc=desc, unit="frame", disable=not enabled, file=sys.stderr, smoothing=0.1)
 
     def __call__(self, shard: Shard, result: dict) -> None:
-        self.ll.append(result["ll_ais"])
+        self.ll.append(result[self.key])
         ll = np.concatenate(self.ll)
         # Frames done so far are a part of the split, not an even spread: the interval is indicative.
         self.bar.set_postfix_str(f"NLL {-ll.mean():.3f} \u00b1 {_mean_ci95(ll):.3f}", refresh=False)
@@ -113,6 +139,7 @@ def evaluate(
     resources: Resources = Resources(),
     shard_frames: int = SHARD_FRAMES,
     split: str = "test",
+    control_betas: int = CONTROL_BETAS,
 ) -> dict:
     """NLL (nats/frame) by AIS and RAISE with its 95% interval, and frame accuracies, of `model`
     on `rolls` (T_i, n_v) bool.
@@ -120,7 +147,9 @@ def evaluate(
     frames: score an even spread of this many frames (None: all). store_root: keep each
     finished shard under this directory (in a folder named after `split` and a digest of
     the inputs) and reuse what is there. use_ray: one Ray task per
-    shard with `resources` (default: when a Ray is running in this process).
+    shard with `resources` (default: when a Ray is running in this process). control_betas:
+    with a subsample, score every frame of the split cheaply at this many temperatures
+    (`ControlSettings`) for the whole-split estimate (`_whole_split`); 0: not.
     """
     from rbmsearch import accuracy
     from rbmsearch.model import conditional_rbms
@@ -168,6 +197,8 @@ def evaluate(
                     "than from %s after %d steps, so `acc` is too low. Raise --acc-gibbs-k "
                     "(EvalSettings.acc_gibbs_k), or read `acc_annealed`, which needs no chain to mix.",
                     gap, "the previous frame" if settings.acc_start == "previous" else "silence", settings.acc_gibbs_k)  # fmt: skip
+    whole = _whole_split(joined, chosen, (W, v_all, bv_all, bh_all), ControlSettings(betas=control_betas, seed=settings.seed) if control_betas else None,
+                         store_root, split, use_ray, resources, progress)  # fmt: skip
     marginals = joined["marginals"].astype(np.float64)
     # The best guess reads the marginals of the predictions' chains, good where they mix; AIS's
     # are biased on sharp models whose annealing has not converged (docs/results.md, 6.12).
@@ -179,6 +210,7 @@ def evaluate(
         "nll_raise_ci95": _mean_ci95(joined["ll_raise"]),
         "nll_gap": nll_raise - nll,
         "nll_gap_share": share,
+        **whole,
         "acc": acc,
         "acc_frame_mean": accuracy.sampled_accuracy(joined["acc_counts"], per_frame=True),
         "acc_mixing_gap": gap,
@@ -205,6 +237,45 @@ def evaluate(
     }
 
 
+def _whole_split(joined: dict, chosen: np.ndarray, split_rbms: tuple, control: ControlSettings | None, store_root, split: str, use_ray: bool,
+                 resources: Resources, progress: bool) -> dict:  # fmt: skip
+    """The whole split's NLL by AIS and RAISE (`nll_whole_split`, `nll_raise_whole_split`, each
+    with its 95% interval): the scores themselves when every frame was scored; from a subsample,
+    `regression_estimate` on `control`'s cheap score of every frame (`control` describes it), or
+    None without a control. The control's shards are kept in the store as the full score's are."""
+    W, v_all, bv_all, bh_all = split_rbms
+    ll_ais, ll_raise = joined["ll_ais"], joined["ll_raise"]
+    if len(chosen) == len(v_all):
+        return {"nll_whole_split": float(-ll_ais.mean()), "nll_whole_split_ci95": _mean_ci95(ll_ais), "nll_raise_whole_split": float(-ll_raise.mean()),
+                "nll_raise_whole_split_ci95": _mean_ci95(ll_raise), "control": None}  # fmt: skip
+    if control is None:
+        return {"nll_whole_split": None, "nll_whole_split_ci95": None, "nll_raise_whole_split": None, "nll_raise_whole_split_ci95": None, "control": None}
+    start = time.perf_counter()
+    every = np.arange(len(v_all))
+    shards = [Shard(i, a, min(a + CONTROL_SHARD_FRAMES, len(v_all))) for i, a in enumerate(range(0, len(v_all), CONTROL_SHARD_FRAMES))]
+    store = None
+    if store_root is not None:
+        store = ShardStore.for_inputs(store_root, f"{split}-control", [W, v_all, bv_all, bh_all], settings_plan(control, shards, every), control.arrays)
+    bar = _Progress(len(v_all), progress, desc="control", key="ll_control")
+    try:
+        results, counts = run_shards(shards, lambda s: (W, v_all[s.start : s.stop], bv_all[s.start : s.stop], bh_all[s.start : s.stop], None),
+                                     control, store, use_ray, resources, on_done=bar)  # fmt: skip
+    finally:
+        bar.close()
+    x_all = np.concatenate([results[s.index]["ll_control"] for s in shards])
+    nll, nll_ci95, rho = regression_estimate(ll_ais, x_all[chosen], float(x_all.mean()))
+    nll_raise, nll_raise_ci95, rho_raise = regression_estimate(ll_raise, x_all[chosen], float(x_all.mean()))
+    return {
+        "nll_whole_split": -nll,
+        "nll_whole_split_ci95": nll_ci95,
+        "nll_raise_whole_split": -nll_raise,
+        "nll_raise_whole_split_ci95": nll_raise_ci95,
+        "control": {**asdict(control), "nll": float(-x_all.mean()), "frames": int(len(x_all)), "correlation": rho, "correlation_raise": rho_raise,
+                    "shards": len(shards), "shards_reused": counts["reused"], "gibbs_sweeps_per_frame": round(float(results[0]["sweeps"])),
+                    "store": str(store.directory) if store is not None else None, "seconds": round(time.perf_counter() - start, 2)},  # fmt: skip
+    }
+
+
 def score_run(run, rolls: list[np.ndarray], progress: bool = False, store_root: str | Path | None = None, resources: Resources = Resources()) -> dict:
     """Evaluate a `run.Run` on `rolls` (the test split) with its configuration's eval_* settings
     (eval_frames > 0: an even subsample of that many frames).
@@ -214,8 +285,10 @@ def score_run(run, rolls: list[np.ndarray], progress: bool = False, store_root: 
     c = run.config
     settings = EvalSettings(ais_runs=c.eval_ais_runs, ais_betas=c.eval_ais_betas, acc_samples=c.eval_acc_samples,
                             acc_gibbs_k=c.eval_acc_gibbs_k, seed=c.seed, raise_runs=c.eval_raise_runs, max_betas=c.eval_max_betas, tail_betas=c.eval_tail_betas)  # fmt: skip
-    result = evaluate(run.model, rolls, settings, progress=progress, frames=c.eval_frames or None, store_root=store_root, resources=resources)
+    result = evaluate(run.model, rolls, settings, progress=progress, frames=c.eval_frames or None, store_root=store_root, resources=resources,
+                      control_betas=c.eval_control_betas)  # fmt: skip
     return {"test_nll": result["nll"], "test_nll_ci95": result["nll_ci95"], "test_nll_raise": result["nll_raise"],
+            "test_nll_whole_split": result["nll_whole_split"], "test_nll_whole_split_ci95": result["nll_whole_split_ci95"],
             "test_acc": result["acc"], "test_acc_decoded": result["acc_decoded"], "test_frames": result["frames"],
             "test_frames_in_split": result["frames_in_split"], "test_eval": result}  # fmt: skip
 
@@ -262,6 +335,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base", choices=("fitted", "own-bv"), default=defaults.base, help="the annealing's base distribution (docs/evaluation.md)")
     parser.add_argument("--acc-start", choices=ACC_STARTS, default=defaults.acc_start, help="where the predictions' Gibbs chains start: the previous frame, or silence")
     parser.add_argument("--frames", type=int, help="score an even spread of this many frames, for a quick estimate with its interval (default: all)")
+    parser.add_argument("--control-betas", type=int, default=CONTROL_BETAS, help="with --frames, also score every frame of the split by AIS and RAISE at this "
+                        f"many temperatures, for the whole-split estimate (nll_whole_split); 0: not (default {CONTROL_BETAS})")  # fmt: skip
     parser.add_argument("--address", help="score the shards as Ray tasks: 'auto' or HOST:PORT joins a running cluster, 'local' starts a Ray "
                         "here (one task per GPU on a GPU machine); default: in this process, with every core")  # fmt: skip
     parser.add_argument("--shard-frames", type=int, default=SHARD_FRAMES, help=f"frames per shard, the unit of resuming and of Ray tasks (default {SHARD_FRAMES})")
@@ -289,7 +364,10 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"error: {e}") from e
     if args.shard_frames < 1:
         raise SystemExit(f"error: --shard-frames must be at least 1, but got {args.shard_frames}")
-    options = dict(progress=True, frames=args.frames, store_root=Path(args.run_dir) / "eval", split=args.split, shard_frames=args.shard_frames)
+    if args.control_betas == 1 or args.control_betas < 0:
+        raise SystemExit(f"error: --control-betas must be 0 (off) or at least 2, but got {args.control_betas}")
+    options = dict(progress=True, frames=args.frames, store_root=Path(args.run_dir) / "eval", split=args.split, shard_frames=args.shard_frames,
+                   control_betas=args.control_betas)  # fmt: skip
     try:
         if args.address is None:
             result = evaluate(run.model, rolls, settings, use_ray=False, **options)

@@ -220,6 +220,9 @@ def _result_lines(headline: str, shown: str, test: dict, samples_line: str | Non
                      f"test ACC {test['test_acc_decoded']:.3f} best guess ({test['test_acc']:.3f} sampled)")  # fmt: skip
         if test.get("test_frames", 0) < test.get("test_frames_in_split", 0):
             headline += f", on an even subsample of {test['test_frames']:,} of the {test['test_frames_in_split']:,} test frames"
+            if test.get("test_nll_whole_split") is not None:
+                headline += (f"; the whole split {test['test_nll_whole_split']:.3f} \u00b1 {test['test_nll_whole_split_ci95']:.3f} "
+                             "(regressed on a cheap score of every frame)")  # fmt: skip
     lines = [headline, f"best.json: {shown}/best.json"]
     if samples_line:
         lines.append(samples_line)

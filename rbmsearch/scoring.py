@@ -20,14 +20,16 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
-from rbmsearch.config import AIS_BETAS, AIS_RUNS
+from rbmsearch.config import AIS_BETAS, AIS_RUNS, CONTROL_BETAS
 from rbmsearch.files import atomic_write, make_dir, write_json
 from rbmsearch.workers import Resources, configure_process, ray_running
 
-__all__ = ["ACC_STARTS", "BASES", "SHARD_FRAMES", "EvalSettings", "chain_marginals", "fitted_base", "Shard", "ShardStore", "run_shards", "sample_predictions", "score_shard", "shard_seed"]
+__all__ = ["ACC_STARTS", "BASES", "CONTROL_SHARD_FRAMES", "SHARD_FRAMES", "ControlSettings", "EvalSettings", "chain_marginals", "fitted_base", "Shard", "ShardStore",
+           "run_shards", "sample_predictions", "score_control", "score_shard", "shard_seed"]
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,9 @@ TAIL_SHARE = 0.05  # the share of a shard's frames whose RAISE goes on past the 
 TAIL_STEP = 4  # the tail's temperatures grow by this factor a pass
 # The arrays of a finished shard (per frame; betas, tail and sweeps per shard), with their dtypes.
 SHARD_ARRAYS = {"ll_ais": np.float64, "ll_raise": np.float64, "marginals": np.float32, "chain_marginals": np.float32, "acc_counts": np.float32, "mixing_counts": np.float32, "betas": np.int64, "tail": np.int64, "sweeps": np.float64}
+CONTROL_ARRAYS = {"ll_control": np.float64, "sweeps": np.float64}  # a finished control shard's arrays (`score_control`)
+CONTROL_SHARD_FRAMES = 5000  # frames per control shard: about two minutes on one core at 1000 temperatures
+CONTROL_STREAM = 1  # the control's random streams are derived_seed(seed, shard, CONTROL_STREAM), apart from the shards'
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,7 @@ class EvalSettings:
     # close to each frame's RBM, so far fewer temperatures reach agreement), or "own-bv", the
     # frame's visible biases alone (the earlier base; docs/results.md, 3.8).
     base: str = "fitted"
+    arrays: ClassVar[dict] = SHARD_ARRAYS  # what a finished shard holds
 
     def __post_init__(self):
         if self.base not in BASES:
@@ -95,6 +101,36 @@ class EvalSettings:
     def cap(self) -> int:
         """The most temperatures a shard's doubling reaches: ais_betas, or max_betas past it."""
         return max(self.ais_betas, self.max_betas)
+
+    def shard_seed(self, index: int) -> int:
+        return shard_seed(self.seed, index)
+
+    def score(self, W, v, bv, bh, previous, seed: int) -> dict[str, np.ndarray]:
+        return score_shard(W, v, bv, bh, self, seed, previous)
+
+
+@dataclass(frozen=True)
+class ControlSettings:
+    """The cheap score of every frame of a split that a subsample's whole-split estimate regresses
+    on (`evaluate.regression_estimate`): AIS, `runs` runs of `betas` temperatures from the frame's
+    own visible biases. Its errors need not be small, only small beside the spread between
+    frames, which it then takes out of the estimate's interval (docs/evaluation.md, "The whole
+    split from a subsample")."""
+
+    betas: int = CONTROL_BETAS
+    runs: int = 10
+    seed: int = 0
+    arrays: ClassVar[dict] = CONTROL_ARRAYS
+
+    def __post_init__(self):
+        if self.betas < 2 or self.runs < 1:
+            raise ValueError(f"Expected the control's temperatures >= 2 and runs >= 1, but got {self.betas} and {self.runs}.")
+
+    def shard_seed(self, index: int) -> int:
+        return derived_seed(self.seed, index, CONTROL_STREAM)
+
+    def score(self, W, v, bv, bh, previous, seed: int) -> dict[str, np.ndarray]:
+        return score_control(W, v, bv, bh, self, seed)
 
 
 BASES = ("fitted", "own-bv")
@@ -249,6 +285,15 @@ def score_shard(W: np.ndarray, v: np.ndarray, bv: np.ndarray, bh: np.ndarray, se
     }
 
 
+def score_control(W: np.ndarray, v: np.ndarray, bv: np.ndarray, bh: np.ndarray, control: ControlSettings, seed: int) -> dict[str, np.ndarray]:
+    """The control's per-frame log-likelihoods ll_control (N,) of frames v (N, n_v) under their
+    RBMs, by a short AIS; and sweeps, the Gibbs sweeps per frame."""
+    from rbmsearch import ais
+
+    log_z = ais.ais_run(W, bv, bh, n_runs=control.runs, n_betas=control.betas, seed=seed).log_z
+    return {"ll_control": ais.frame_log_likelihood(v, W, bv, bh, log_z), "sweeps": np.array(float(control.runs * (control.betas - 1)))}
+
+
 def annealing_runs(settings: EvalSettings, betas: int, reverse: bool = False) -> int:
     """Runs of an AIS (reverse: RAISE) annealing with `betas` temperatures. RAISE always runs
     settings.raise_runs: with 2 runs at 16,000 temperatures it read 0.03 nats worse than with
@@ -326,12 +371,13 @@ def _anneal_the_tail(backward, ll_ais: np.ndarray, ll_raise: np.ndarray, earlier
     return ll_raise, (betas, len(rows)), sweeps
 
 
-def _shard_task(W, v, bv, bh, previous, settings: EvalSettings, seed: int, resources: Resources | None) -> dict:
-    """`score_shard`, and where it ran; in a Ray worker (resources given), TF sized to the task."""
+def _shard_task(W, v, bv, bh, previous, settings: EvalSettings | ControlSettings, seed: int, resources: Resources | None) -> dict:
+    """`settings.score` (`score_shard` or `score_control`), and where it ran; in a Ray worker
+    (resources given), TF sized to the task."""
     if resources is not None:
         configure_process(resources.cpus, resources.gpus)
     start = time.perf_counter()
-    result = score_shard(W, v, bv, bh, settings, seed, previous)
+    result = settings.score(W, v, bv, bh, previous, seed)
     where = {"host": socket.gethostname(), "pid": os.getpid(), "seconds": time.perf_counter() - start}
     if ray_running():
         import ray
@@ -341,21 +387,23 @@ def _shard_task(W, v, bv, bh, previous, settings: EvalSettings, seed: int, resou
 
 
 class ShardStore:
-    """A directory of finished shards: plan.json (what they score) and shard-NNNNN.npz."""
+    """A directory of finished shards: plan.json (what they score) and shard-NNNNN.npz, which
+    hold `fields` (SHARD_ARRAYS, or a control's CONTROL_ARRAYS), the first of them per frame."""
 
-    def __init__(self, directory: str | os.PathLike, plan: dict):
+    def __init__(self, directory: str | os.PathLike, plan: dict, fields: dict = SHARD_ARRAYS):
         self.directory = Path(directory)
         self.plan = plan
+        self.fields = fields
 
     @classmethod
-    def for_inputs(cls, root: str | os.PathLike, label: str, arrays: list[np.ndarray], plan: dict) -> ShardStore:
+    def for_inputs(cls, root: str | os.PathLike, label: str, arrays: list[np.ndarray], plan: dict, fields: dict = SHARD_ARRAYS) -> ShardStore:
         """The store under root/ for these inputs: its name is `label` and a digest of the
         arrays (parameters, frames) and the plan (settings, shard layout), so other inputs
         never reuse its shards."""
         digest = hashlib.sha256(json.dumps(plan, sort_keys=True).encode())
         for a in arrays:
             digest.update(np.ascontiguousarray(a).tobytes())
-        return cls(Path(root) / f"{label}-{digest.hexdigest()[:12]}", plan)
+        return cls(Path(root) / f"{label}-{digest.hexdigest()[:12]}", plan, fields)
 
     def load(self, shard: Shard) -> dict | None:
         """The stored result of `shard`, or None when it is missing or unreadable (then redone)."""
@@ -365,10 +413,11 @@ class ShardStore:
         n = shard.stop - shard.start
         try:
             with np.load(path, allow_pickle=False) as stored:
-                result = {key: stored[key] for key in SHARD_ARRAYS}
+                result = {key: stored[key] for key in self.fields}
                 where = json.loads(str(stored["where"]))
-            if len(result["ll_ais"]) != n or result["acc_counts"].shape[1] != n:
-                raise ValueError(f"holds {len(result['ll_ais'])} frames, not {n}")
+            held = len(result[next(iter(self.fields))])
+            if held != n or ("acc_counts" in result and result["acc_counts"].shape[1] != n):
+                raise ValueError(f"holds {held} frames, not {n}")
         except Exception as e:  # any damage: the shard is simply scored again
             log.warning("%s: unreadable (%s); scoring that shard again", path, e)
             return None
@@ -378,7 +427,7 @@ class ShardStore:
         make_dir(self.directory)
         if not (self.directory / "plan.json").is_file():
             write_json(self.directory / "plan.json", self.plan)
-        arrays = {key: np.asarray(result[key], dtype) for key, dtype in SHARD_ARRAYS.items()}
+        arrays = {key: np.asarray(result[key], dtype) for key, dtype in self.fields.items()}
         where = np.array(json.dumps(result["where"]))
 
         def write(tmp: Path) -> None:
@@ -391,7 +440,7 @@ class ShardStore:
 def run_shards(
     shards: list[Shard],
     inputs: Callable[[Shard], tuple],
-    settings: EvalSettings,
+    settings: EvalSettings | ControlSettings,
     store: ShardStore | None,
     use_ray: bool,
     resources: Resources = Resources(),
@@ -399,7 +448,8 @@ def run_shards(
 ) -> tuple[dict[int, dict], dict]:
     """Score every shard that `store` lacks, storing each as it finishes.
 
-    inputs(shard) -> (W, v, bv, bh, previous) of its frames. use_ray: one Ray task per shard with
+    inputs(shard) -> (W, v, bv, bh, previous) of its frames; settings.score scores them (the
+    full score, or a control's). use_ray: one Ray task per shard with
     `resources` (the Ray that is running); else one after another in this process.
     Returns (results by shard index, counts: reused, resent).
     """
@@ -423,7 +473,7 @@ def run_shards(
 
     if not use_ray:
         for shard in todo:
-            finished(shard, _shard_task(*inputs(shard), settings, shard_seed(settings.seed, shard.index), None))
+            finished(shard, _shard_task(*inputs(shard), settings, settings.shard_seed(shard.index), None))
         return results, counts
     _run_on_ray(todo, inputs, settings, resources, finished, counts["resent"])
     return results, counts
@@ -442,7 +492,7 @@ def _run_on_ray(todo, inputs, settings, resources: Resources, finished, resent: 
         key = id(W)
         if key not in shared_W:
             shared_W[key] = ray.put(W)  # one copy of the weights for every shard
-        return task.remote(shared_W[key], v, bv, bh, previous, settings, shard_seed(settings.seed, shard.index), resources)
+        return task.remote(shared_W[key], v, bv, bh, previous, settings, settings.shard_seed(shard.index), resources)
 
     pending = {submit(shard): shard for shard in todo}
     attempts = {shard.index: 1 for shard in todo}
@@ -464,6 +514,6 @@ def _run_on_ray(todo, inputs, settings, resources: Resources, finished, resent: 
         finished(shard, result)
 
 
-def settings_plan(settings: EvalSettings, shards: list[Shard], frames: np.ndarray) -> dict:
+def settings_plan(settings: EvalSettings | ControlSettings, shards: list[Shard], frames: np.ndarray) -> dict:
     """What a ShardStore's shards depend on, besides the model and the frames themselves."""
-    return {"settings": asdict(settings), "arrays": sorted(SHARD_ARRAYS), "shard_frames": [[s.start, s.stop] for s in shards], "frame_indices_digest": hashlib.sha256(frames.tobytes()).hexdigest()[:16]}
+    return {"settings": asdict(settings), "arrays": sorted(settings.arrays), "shard_frames": [[s.start, s.stop] for s in shards], "frame_indices_digest": hashlib.sha256(frames.tobytes()).hexdigest()[:16]}

@@ -60,7 +60,10 @@ def test_evaluate_run_adds_the_test_scores_to_metrics_json(tmp_path, tiny_run, t
     before = load_run(run_dir).metrics
     assert "test_nll" not in before and before["history"]
     test = evaluate_run(run_dir, toy_dataset, progress=False)
-    assert set(test) == {"test_nll", "test_nll_ci95", "test_nll_raise", "test_acc", "test_acc_decoded", "test_frames", "test_frames_in_split", "test_eval"}
+    assert set(test) == {"test_nll", "test_nll_ci95", "test_nll_raise", "test_nll_whole_split", "test_nll_whole_split_ci95", "test_acc", "test_acc_decoded",
+                         "test_frames", "test_frames_in_split", "test_eval"}  # fmt: skip
+    # The whole split was scored: its estimate is the score itself, and no control ran.
+    assert (test["test_nll_whole_split"], test["test_nll_whole_split_ci95"], test["test_eval"]["control"]) == (test["test_nll"], test["test_nll_ci95"], None)
     assert 0 < test["test_nll_ci95"] < 10 and test["test_eval"]["subsample"] is False
     assert test["test_frames"] == test["test_frames_in_split"] == sum(len(r) for r in toy_dataset.rolls("test"))
     assert 0 < test["test_nll"] < 88 * math.log(2) and 0 <= test["test_acc"] <= 1
@@ -89,7 +92,10 @@ def test_eval_frames_scores_an_even_subsample_and_the_report_labels_it(tmp_path,
     total = sum(len(r) for r in toy_dataset.rolls("test"))
     assert (test["test_frames"], test["test_frames_in_split"], test["test_eval"]["subsample"]) == (30, total, True)
     line = _result_lines("best", "exp", test, None, None)[0]
-    assert line.endswith(f"on an even subsample of 30 of the {total:,} test frames")
+    assert f"on an even subsample of 30 of the {total:,} test frames; the whole split {test['test_nll_whole_split']:.3f} \u00b1 " in line
+    assert test["test_eval"]["control"]["frames"] == total  # the control (eval_control_betas, on by default) scored every frame
+    plain = {**test, "test_nll_whole_split": None}  # without a control
+    assert _result_lines("best", "exp", plain, None, None)[0].endswith(f"on an even subsample of 30 of the {total:,} test frames")
     whole = {**test, "test_frames": total}
     assert "subsample" not in _result_lines("best", "exp", whole, None, None)[0]
 
@@ -134,6 +140,9 @@ def test_evaluate_cli_refuses_settings_the_annealing_cannot_use(tiny_run, tmp_pa
     with pytest.raises(SystemExit) as info:
         main([str(tiny_run), "--ais-betas", "100", "--max-betas", "50"])
     assert "max_betas to be 0 or at least ais_betas (100), but got 50" in str(info.value.code)
+    with pytest.raises(SystemExit) as info:
+        main([str(tiny_run), "--frames", "10", "--control-betas", "1"])
+    assert str(info.value.code) == "error: --control-betas must be 0 (off) or at least 2, but got 1"
 
 
 @pytest.mark.slow
@@ -186,3 +195,55 @@ def test_gap_share_tells_a_gap_held_by_a_few_frames_from_one_spread_over_all():
     assert gap_share(np.full(100, 0.1), ll_raise) == pytest.approx(0.05)  # spread evenly: 5% of frames, 5% of it
     assert gap_share(-few, ll_raise) == gap_share(few, ll_raise)  # RAISE below AIS: the same share, the other way
     assert np.isnan(gap_share(ll_raise, ll_raise))  # agreed: no gap to share
+
+
+def test_regression_estimate_narrows_the_interval_as_far_as_the_control_follows_the_frames():
+    """On synthetic frames whose whole-split mean is known: a control that follows the frames
+    (rho 0.99) narrows the interval about 7x and the intervals still cover the mean in about 95%
+    of subsamples; a control of pure noise leaves about the plain interval; a biased control
+    (offset, scaled) gives the same estimate as an unbiased one."""
+    import numpy as np
+
+    from rbmsearch.evaluate import _mean_ci95, regression_estimate, subsample
+
+    rng = np.random.default_rng(0)
+    covered, ratios = 0, []
+    for _ in range(200):
+        x = rng.normal(-2.5, 2.8, 20_000)  # the control: each frame's cheap score
+        y = x + rng.normal(0.3, 0.4, len(x))  # the full score: the control plus errors of its own
+        chosen = subsample(len(x), 500)[rng.permutation(500)[:400]]  # 400 of an even 500, in a random order
+        estimate, half_width, rho = regression_estimate(y[chosen], x[chosen], x.mean())
+        covered += abs(estimate - y.mean()) <= half_width
+        ratios.append(_mean_ci95(y[chosen]) / half_width)
+        assert rho > 0.98
+    assert 180 <= covered <= 199  # a 95% interval: 190 expected, 180 to 199 holds 99.7% of the time
+    assert 6 < np.median(ratios) < 8.5  # 1 / sqrt(1 - rho^2) = 7.1
+    noise = rng.normal(0, 1, len(x))
+    e_noise, hw_noise, rho_noise = regression_estimate(y[chosen], noise[chosen], noise.mean())
+    assert abs(rho_noise) < 0.2 and 0.9 < hw_noise / _mean_ci95(y[chosen]) < 1.1
+    biased = regression_estimate(y[chosen], 3.0 * x[chosen] - 7.0, 3.0 * x.mean() - 7.0)
+    assert biased[:2] == pytest.approx((estimate, half_width))
+    assert regression_estimate(y[chosen], np.zeros(len(chosen)), 0.0)[0] == pytest.approx(y[chosen].mean())  # a constant control: the plain mean
+    assert all(np.isnan(regression_estimate(y[:2], x[:2], 0.0)))  # too few frames for an interval
+
+
+def test_a_subsample_with_its_control_estimates_the_whole_splits_nll_and_resumes(tmp_path, toy_dataset):
+    """evaluate(frames=N) with the control: the whole-split estimate lies within its interval of
+    the whole split's own score, with a narrower interval than the subsample's; the control's
+    shards are stored and reused; control_betas 0 turns it off."""
+    rolls = toy_dataset.rolls("train")
+    settings = EvalSettings(ais_runs=8, ais_betas=50, acc_samples=1, acc_gibbs_k=5, raise_runs=4, gap_tolerance=0)
+    model = weak_model()
+    whole = evaluate(model, rolls, settings)
+    assert whole["nll_whole_split"] == whole["nll"] and whole["control"] is None
+    sub = evaluate(model, rolls, settings, frames=40, store_root=tmp_path, control_betas=50, split="train")
+    control = sub["control"]
+    assert control["frames"] == whole["frames"] > 40 and control["betas"] == 50 and control["correlation"] > 0.9
+    assert abs(sub["nll_whole_split"] - whole["nll"]) <= sub["nll_whole_split_ci95"] < sub["nll_ci95"]
+    assert abs(sub["nll_raise_whole_split"] - whole["nll_raise"]) <= sub["nll_raise_whole_split_ci95"]
+    stored = sorted(tmp_path.glob("train-control-*/shard-*.npz"))
+    assert len(stored) == control["shards"] and control["shards_reused"] == 0
+    again = evaluate(model, rolls, settings, frames=40, store_root=tmp_path, control_betas=50, split="train")
+    assert again["control"]["shards_reused"] == control["shards"] and again["nll_whole_split"] == sub["nll_whole_split"]
+    off = evaluate(model, rolls, settings, frames=40, control_betas=0)
+    assert off["nll_whole_split"] is None and off["control"] is None and off["nll"] == sub["nll"]
