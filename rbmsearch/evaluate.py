@@ -2,7 +2,7 @@
 
     python -m rbmsearch.evaluate RUN_DIR [--data DATA.parquet] [--split test] [--ais-runs 100] [--ais-betas 1000] [--max-betas 0] [--tail-betas 0]
                                  [--raise-runs 10] [--acc-samples 30] [--acc-gibbs-k 1000] [--acc-start previous] [--seed 0]
-                                 [--frames N] [--control-betas 300] [--shard-frames 500] [--address auto|HOST:PORT|local] [--cpus-per-shard C] [--gpus-per-shard G]
+                                 [--frames N] [--control-betas 1000] [--shard-frames 500] [--address auto|HOST:PORT|local] [--cpus-per-shard C] [--gpus-per-shard G]
 
 Reads a run directory (`rbmsearch.run`) and its dataset; prints one JSON object with `nll`
 (nats per frame, AIS with 100 runs as in Boulanger-Lewandowski et al., ICML 2012),

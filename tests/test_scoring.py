@@ -152,6 +152,13 @@ def test_ray_tasks_give_the_in_process_result(local_ray, model_and_rolls, tmp_pa
     assert sum(tasks["shards_by_node"].values()) == tasks["shards"]
     for key in FIGURES:
         assert tasks[key] == pytest.approx(alone[key], abs=1e-4), key
+    # A subsample's control of every frame runs as a Ray task too, with the same figures.
+    alone = evaluate(model, rolls, SETTINGS, use_ray=False, shard_frames=40, frames=30, control_betas=20)
+    tasks = evaluate(model, rolls, SETTINGS, use_ray=True, resources=Resources(cpus=1), shard_frames=40, frames=30, control_betas=20, store_root=tmp_path)
+    assert tasks["control"]["frames"] == alone["control"]["frames"] > 30
+    assert sorted(tmp_path.glob("test-control-*/shard-*.npz"))  # stored as the Ray task finished
+    for key in ("nll_whole_split", "nll_whole_split_ci95", "nll_raise_whole_split"):
+        assert tasks[key] == pytest.approx(alone[key], abs=1e-4), key
 
 
 # ---------------------------------------------------------------------------- several nodes
