@@ -155,6 +155,7 @@ def evaluate(
     from rbmsearch.model import conditional_rbms
 
     start = time.perf_counter()
+    control = ControlSettings(betas=control_betas, seed=settings.seed) if control_betas else None  # refused here, before an hour of scoring
     v_all, bv_all, bh_all = conditional_rbms(model, rolls)  # (N, n_v), (N, n_v), (N, n_h)
     chosen = subsample(len(v_all), frames)
     v, bv, bh = v_all[chosen], bv_all[chosen], bh_all[chosen]
@@ -197,8 +198,7 @@ def evaluate(
                     "than from %s after %d steps, so `acc` is too low. Raise --acc-gibbs-k "
                     "(EvalSettings.acc_gibbs_k), or read `acc_annealed`, which needs no chain to mix.",
                     gap, "the previous frame" if settings.acc_start == "previous" else "silence", settings.acc_gibbs_k)  # fmt: skip
-    whole = _whole_split(joined, chosen, (W, v_all, bv_all, bh_all), ControlSettings(betas=control_betas, seed=settings.seed) if control_betas else None,
-                         store_root, split, use_ray, resources, progress)  # fmt: skip
+    whole = _whole_split(joined, chosen, (W, v_all, bv_all, bh_all), control, store_root, split, use_ray, resources, progress)
     marginals = joined["marginals"].astype(np.float64)
     # The best guess reads the marginals of the predictions' chains, good where they mix; AIS's
     # are biased on sharp models whose annealing has not converged (docs/results.md, 6.12).
@@ -335,7 +335,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base", choices=("fitted", "own-bv"), default=defaults.base, help="the annealing's base distribution (docs/evaluation.md)")
     parser.add_argument("--acc-start", choices=ACC_STARTS, default=defaults.acc_start, help="where the predictions' Gibbs chains start: the previous frame, or silence")
     parser.add_argument("--frames", type=int, help="score an even spread of this many frames, for a quick estimate with its interval (default: all)")
-    parser.add_argument("--control-betas", type=int, default=CONTROL_BETAS, help="with --frames, also score every frame of the split by AIS and RAISE at this "
+    parser.add_argument("--control-betas", type=int, default=CONTROL_BETAS, help="with --frames, also score every frame of the split by a short AIS of this "
                         f"many temperatures, for the whole-split estimate (nll_whole_split); 0: not (default {CONTROL_BETAS})")  # fmt: skip
     parser.add_argument("--address", help="score the shards as Ray tasks: 'auto' or HOST:PORT joins a running cluster, 'local' starts a Ray "
                         "here (one task per GPU on a GPU machine); default: in this process, with every core")  # fmt: skip
