@@ -76,7 +76,7 @@ import tensorflow as tf
 
 from rbmsearch.arrays import pad_batch
 from rbmsearch.config import RNN_TYPES, TrainConfig
-from rbmsearch.noise import uniform16
+from rbmsearch.noise import NoisePool, logistic16, uniform16
 
 try:  # the piano-roll width is defined once, in `midi`; keep the model usable without it
     from rbmsearch.midi import NUM_PITCHES as N_PITCHES
@@ -187,55 +187,62 @@ def gibbs_step(v, W, bv, bh, noise_h, noise_v) -> tuple[tf.Tensor, tf.Tensor]:
     return tf.cast(noise_v < p_v, tf.float32), p_v
 
 
-XLA_ROW_BUCKET = 64  # the compiled chain's rows are padded to a multiple of this: few shapes, few compiles
-
-
-@tf.function(jit_compile=True)
-def _compiled_chain(v, W, bv, bh, noise_h, noise_v):
-    """The k Gibbs steps of `gibbs_chain` as one XLA program: matmuls, sigmoids and comparisons
-    fused. v, bv (R, n_v); bh (R, n_h); noise_h (k, R, n_h), noise_v (k, R, n_v)."""
-    p_v = v
-    for step in range(noise_h.shape[0]):
-        v, p_v = gibbs_step(v, W, bv, bh, noise_h[step], noise_v[step])
-    return v, p_v
-
-
-def gibbs_chain(v0, W, bv, bh, k: int, seed: Seed, xla: bool = False) -> tuple[tf.Tensor, tf.Tensor]:
+def gibbs_chain(v0, W, bv, bh, k: int, seed: Seed, pool: NoisePool | None = None, blocks: int = 1) -> tuple[tf.Tensor, tf.Tensor]:
     """k steps of block Gibbs sampling v -> h -> v in an RBM with per-row biases.
 
     v0: (..., n_v) start of the chains (0/1 or probabilities), W: (n_v, n_h),
     bv: (..., n_v) or (n_v,), bh: (..., n_h) or (n_h,); k >= 1 (a Python int: the loop is
     unrolled into the graph); seed: an int or a (2,) int tensor. Every row is its own chain.
-    xla: run the steps as one compiled XLA program (`_compiled_chain`, its rows padded to a
-    multiple of XLA_ROW_BUCKET): about twice as fast on a CPU, the same random bits, and
-    samples that differ only where a sigmoid's last bit decides. Its uniforms, all k steps
-    of them, are drawn first, so it takes k times the memory of one step's.
+    A unit is on when its pre-activation exceeds logistic noise (`noise.logistic16`): a
+    Bernoulli draw at sigmoid(pre-activation), without the sigmoid. The noise is drawn from
+    `seed`, or with `pool` read from its tables (`NoisePool.tables`): step s of R rows reads
+    rows base + s R .. base + (s + 1) R - 1, base drawn from `seed`.
+    blocks (a Python int): run the rows as this many independent chains of even size, which
+    ops side by side on separate threads run in parallel. Every row reads the same noise for
+    any `blocks`; the products of a block may round their last bit differently.
     Returns (v_k, p_k): the k-th sample (float32 0/1) and its mean field
     P(v = 1 | h_{k-1}) (float32 in (0, 1)), both (..., n_v).
     Not differentiable by design: callers wrap inputs or outputs in `tf.stop_gradient`.
     """
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise ValueError(f"k (Gibbs steps) must be a positive int, but got {k!r}.")
-    seeds = tf.random.experimental.stateless_split(_as_seed(seed), num=2 * k)  # (2k, 2)
+    for name, value in (("k (Gibbs steps)", k), ("blocks", blocks)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, but got {value!r}.")
+    seed = _as_seed(seed)
     v, W, bv, bh = (tf.cast(x, tf.float32) for x in (v0, W, bv, bh))
-    rows = tf.shape(v)[:-1]  # (...)
+    shape = tf.shape(v)  # (..., n_v)
     n_v, n_h = W.shape
+    v = tf.reshape(v, [-1, n_v])  # (R, n_v): one chain per row
+    rows = tf.shape(v)[0]
+    # Per-row biases become (R, n) and follow their rows into the blocks; shared ones broadcast.
+    bv, bh = (tf.reshape(tf.broadcast_to(x, tf.concat([shape[:-1], [n]], 0)), [-1, n]) if x.shape.rank > 1 else x for x, n in ((bv, n_v), (bh, n_h)))
+    if pool is None:
+        seeds = tf.random.experimental.stateless_split(seed, num=2 * k)  # (2k, 2)
+        drawn: dict[tuple[int, int], tf.Tensor] = {}  # drawn when first read: eagerly, one step's at a time
 
-    def uniforms(step: int, n: int) -> tf.Tensor:  # hashed 16-bit noise: a third of Philox's cost (rbmsearch.noise)
-        return uniform16(tf.concat([rows, [n]], 0), seeds[2 * step + (n == n_v)])
+        def noise(step: int, layer: int, lo, hi) -> tf.Tensor:  # (hi - lo, n): this step's rows lo .. hi - 1
+            if (step, layer) not in drawn:
+                drawn[step, layer] = logistic16(tf.stack([rows, (n_h, n_v)[layer]]), seeds[2 * step + layer])
+            return drawn[step, layer][lo:hi]
+    else:
+        tables = pool.tables(seed, k * rows)
 
-    if not xla:
-        for step in range(k):  # uniforms drawn per step: all k at once would take k times the memory
-            v, p_v = gibbs_step(v, W, bv, bh, uniforms(step, n_h), uniforms(step, n_v))
-        return v, p_v
-    count = tf.reduce_prod(rows)
-    pad = [[0, (count + XLA_ROW_BUCKET - 1) // XLA_ROW_BUCKET * XLA_ROW_BUCKET - count], [0, 0]]
-    flat = lambda x, n: tf.pad(tf.reshape(tf.broadcast_to(x, tf.concat([rows, [n]], 0)), [-1, n]), pad)  # noqa: E731
-    noise_h = tf.stack([flat(uniforms(step, n_h), n_h) for step in range(k)])
-    noise_v = tf.stack([flat(uniforms(step, n_v), n_v) for step in range(k)])
-    v, p_v = _compiled_chain(flat(v, n_v), W, flat(bv, n_v), flat(bh, n_h), noise_h, noise_v)
-    shape = tf.concat([rows, [n_v]], 0)
-    return tf.reshape(v[:count], shape), tf.reshape(p_v[:count], shape)
+        def noise(step: int, layer: int, lo, hi) -> tf.Tensor:
+            start = tables[2] + step * rows
+            return tables[layer][start + lo : start + hi]
+
+    cuts = [rows * b // blocks for b in range(blocks + 1)]
+    samples, means = [], []
+    for lo, hi in zip(cuts, cuts[1:]):
+        x = v[lo:hi]  # (r, n_v): this block's chains, which share nothing with the other blocks'
+        bias_v, bias_h = (b[lo:hi] if b.shape.rank > 1 else b for b in (bv, bh))
+        for step in range(k):
+            h = tf.cast(_dot(x, W) + bias_h > noise(step, 0, lo, hi), tf.float32)  # h_j ~ Bernoulli(P(h_j = 1 | v))
+            pre_v = _dot(h, W, transpose_w=True) + bias_v  # (r, n_v)
+            x = tf.cast(pre_v > noise(step, 1, lo, hi), tf.float32)
+        samples.append(x)
+        means.append(tf.sigmoid(pre_v))  # pruned from a compiled graph that does not use it
+    out = [tf.reshape(tf.concat(parts, 0) if blocks > 1 else parts[0], shape) for parts in (samples, means)]
+    return out[0], out[1]
 
 
 def long_gibbs_chain(v0, W, bv, bh, k, seed: Seed) -> tf.Tensor:
@@ -257,6 +264,29 @@ def long_gibbs_chain(v0, W, bv, bh, k, seed: Seed) -> tf.Tensor:
         return i + 1, gibbs_step(v, W, bv, bh, noise_h, noise_v)[0]
 
     return tf.while_loop(lambda i, v: i < k, step, (tf.constant(0, tf.int64), v))[1]
+
+
+@tf.custom_gradient
+def _tanh_recurrence(x, state0, Wuu):
+    """u_t = tanh(x_t + u_{t-1} Wuu) for t = 0 .. T-1, from u_{-1} = state0: the paper's RNN.
+
+    x: (T, B, n_u) the projected inputs bu + v_t Wvu; state0: (B, n_u); Wuu: (n_u, n_u).
+    Returns u: (T, B, n_u). Back-propagation through time is written out (one reverse scan of
+    a product and two element-wise ops per step): TensorFlow's gradient of `tf.scan` keeps
+    and replays every op of the forward loop, and cost twice the forward pass on top.
+    """
+    states = tf.scan(lambda u, x_t: tf.tanh(x_t + tf.matmul(u, Wuu)), x, initializer=state0)  # (T, B, n_u)
+
+    def grad(d_states):  # d_states: dL/du_t from outside the recurrence, (T, B, n_u)
+        slope = 1.0 - states * states  # tanh' at every step, (T, B, n_u)
+        # da_t = (dL/du_t + da_{t+1} Wuu^T) * tanh'_t, from t = T-1 down to 0: the pre-activations' gradients
+        d_pre = tf.scan(lambda d_next, g: (g[0] + tf.matmul(d_next, Wuu, transpose_b=True)) * g[1], (d_states, slope), initializer=tf.zeros_like(state0), reverse=True)
+        previous = tf.concat([state0[None], states[:-1]], axis=0)  # u_{t-1}, (T, B, n_u)
+        n_u = Wuu.shape[0]
+        d_wuu = tf.matmul(tf.reshape(previous, [-1, n_u]), tf.reshape(d_pre, [-1, n_u]), transpose_a=True)  # sum_t u_{t-1}^T da_t
+        return d_pre, tf.matmul(d_pre[0], Wuu, transpose_b=True), d_wuu  # dx_t = da_t; d state0 = da_0 Wuu^T
+
+    return states, grad
 
 
 def _dropout(x: tf.Tensor, rate: float, seed: tf.Tensor) -> tf.Tensor:
@@ -390,7 +420,10 @@ class RnnRbm(tf.Module):
         if state0 is None:
             state0 = self.initial_state(tf.shape(v)[0])
         x = tf.transpose(self._input_projection(v), [1, 0, 2])  # (T, B, G n_u), all frames
-        states = tf.scan(self._cell, x, initializer=state0)  # (T, B, S), the only serial part
+        if self.config.rnn == "tanh":  # its gradient by hand: a third of the cost of the scan's own
+            states = _tanh_recurrence(x, state0, tf.convert_to_tensor(self.Wuu))  # (T, B, n_u)
+        else:
+            states = tf.scan(self._cell, x, initializer=state0)  # (T, B, S), the only serial part
         prev = tf.concat([state0[None], states[:-1]], axis=0)  # (T, B, S): state before t
         u_prev = tf.transpose(prev[..., : self.config.n_recurrent], [1, 0, 2])  # (B, T, n_u)
         return u_prev, states[-1]
@@ -410,7 +443,7 @@ class RnnRbm(tf.Module):
 
     # --- training -------------------------------------------------------------
 
-    def cd_loss(self, v, mask, k: int, seed: Seed, dropout: float = 0.0) -> tf.Tensor:
+    def cd_loss(self, v, mask, k: int, seed: Seed, dropout: float = 0.0, pool: NoisePool | None = None, blocks: int = 1) -> tf.Tensor:
         """CD-k cost: mean over real frames of F(v_t) - F(v~_t), a float32 scalar.
 
         v: (B, T, n_v) 0/1 (bool or float), mask: (B, T), 1 for real frames and 0 for
@@ -424,6 +457,7 @@ class RnnRbm(tf.Module):
         note of the history the RNN reads and each unit of u_{t-1} the biases read, with the
         survivors scaled by 1 / (1 - dropout) so that nothing changes at evaluation. The
         frame being scored is never dropped. 0 leaves the cost exactly as without it.
+        pool, blocks: the chain's noise and its independent row blocks (`gibbs_chain`).
         """
         v = tf.cast(v, tf.float32)  # (B, T, n_v)
         real = tf.cast(mask, tf.float32) > 0.5  # (B, T)
@@ -434,7 +468,7 @@ class RnnRbm(tf.Module):
         v_r, u_r = tf.boolean_mask(v, real), tf.boolean_mask(u_prev, real)  # (N, n_v), (N, n_u)
         u_r = _dropout(u_r, dropout, tf.random.experimental.stateless_fold_in(seed, 2))
         bv_r, bh_r = self._biases_from_u(u_r)  # (N, n_v), (N, n_h)
-        return self._cd_cost(v_r, bv_r, bh_r, k, seed)
+        return self._cd_cost(v_r, bv_r, bh_r, k, seed, pool, blocks)
 
     @property
     def recurrent_variables(self) -> tuple[tf.Variable, ...]:
@@ -464,12 +498,10 @@ class RnnRbm(tf.Module):
         v = tf.cast(v, tf.float32)  # (N, n_v)
         return self._cd_cost(v, self.bv, self.bh, k, seed)
 
-    def _cd_cost(self, v, bv, bh, k: int, seed: Seed) -> tf.Tensor:
+    def _cd_cost(self, v, bv, bh, k: int, seed: Seed, pool: NoisePool | None = None, blocks: int = 1) -> tf.Tensor:
         """mean(F(v) - F(v~)) with v~ from k Gibbs steps started at v; v (N, n_v)."""
         sg = tf.stop_gradient  # the chain is a constant: no tape, no back-prop through it
-        # Not xla=True: it halves the chain's time, but compiles 1.1-1.3 s per row count and k,
-        # which costs a search's short trials more than it saves (docs/results.md, section 10).
-        v_neg, _ = gibbs_chain(v, sg(self.W), sg(bv), sg(bh), k, seed)  # (N, n_v)
+        v_neg, _ = gibbs_chain(v, sg(self.W), sg(bv), sg(bh), k, seed, pool, blocks)  # (N, n_v)
         v_neg = sg(v_neg)
         return tf.reduce_mean(
             free_energy(v, self.W, bv, bh) - free_energy(v_neg, self.W, bv, bh)

@@ -1,4 +1,5 @@
-"""Cheap uniform noise for Gibbs chains: a keyed integer hash of a counter instead of Philox.
+"""Cheap noise for Gibbs chains: a keyed integer hash of a counter instead of Philox, and a pool
+of logistic noise that consecutive training steps share.
 
 `tf.random.stateless_uniform` (Philox) costs about 7 ns a number on one CPU core: more than
 half of a CD-15 chain's time at the paper's size (docs/results.md, 10.3). Here each 32-bit
@@ -10,13 +11,18 @@ word, so the words of one draw never repeat within 2^32 of them.
 The uniforms are the midpoints (k + 1/2) / 2^16, k = 0 .. 2^16 - 1: a unit sampled as
 `noise < p` is on with p rounded to the nearest multiple of 2^-16 (never for p = 0, always
 for p = 1). That is ample for a Gibbs chain's Bernoulli units; AIS keeps Philox.
+
+`logistic16` is the logit of those uniforms: a unit is on when its pre-activation x exceeds it,
+which is `u < sigmoid(x)` without the sigmoid. `NoisePool` holds a table of it that a run of
+`NoisePool.steps` training steps read windows of, so that a CD-k step draws no noise of its own
+(docs/results.md, 10.6).
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
 
-__all__ = ["uniform16"]
+__all__ = ["POOL_STEPS", "NoisePool", "logistic16", "uniform16"]
 
 _GOLDEN = 0x9E3779B9  # 2^32 / golden ratio, odd: index * _GOLDEN spreads counters over the word
 
@@ -41,3 +47,64 @@ def uniform16(shape, seed) -> tf.Tensor:
     words = _fmix32(tf.bitwise.bitwise_xor(words, tf.bitwise.bitwise_xor(keys[1], keys[3])))
     halves = tf.reshape(tf.bitcast(words, tf.uint16), [-1])[:count]  # two 16-bit draws per word
     return tf.reshape(tf.cast(halves, tf.float32) * (1.0 / 65536.0) + (0.5 / 65536.0), shape)
+
+
+def logistic16(shape, seed) -> tf.Tensor:
+    """float32 logistic noise log(u / (1 - u)) of `uniform16(shape, seed)`, in [-11.8, 11.8].
+
+    For any x, `x > logistic16` is exactly as likely as `uniform16 < sigmoid(x)`: a Bernoulli
+    draw with p = sigmoid(x) (to 16 bits) that costs one comparison and no sigmoid."""
+    u = uniform16(shape, seed)
+    return tf.math.log(u) - tf.math.log1p(-u)  # 1 - u is exact at the midpoints
+
+
+POOL_STEPS = 16  # training steps that share one pool: its cost is paid once per 16 steps
+
+
+class NoisePool(tf.Module):
+    """Logistic noise (`logistic16`) for the Gibbs chains of a run of training steps.
+
+    A CD-k step on N frames reads k windows of N rows for each layer: drawing them costs more
+    than the chain's products (docs/results.md, 10.6). So `steps` consecutive steps share one
+    table of `rows` rows: each step reads its k N rows one after another from a base row drawn
+    from its own seed, so within a step no row serves twice, and a row serves about
+    `steps` k N / `rows` steps in all before the table is drawn again.
+    The table is keyed by [seed[0], seed[1] // steps] and every row is a pure function of the
+    key and the row's index, so a step's noise depends on its seed and shape only: eager and
+    compiled runs, and resumed and straight runs, give the same draws.
+
+    n_v, n_h: the RBM's sizes. A step that reads more than `rows` rows grows the table (base 0).
+    The table is not checkpointed: a step rebuilds it from the key when it needs it.
+    """
+
+    def __init__(self, n_v: int, n_h: int, rows: int, steps: int = POOL_STEPS):
+        super().__init__(name="noise_pool")
+        for name, value in (("n_v", n_v), ("n_h", n_h), ("rows", rows), ("steps", steps)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"A positive int must be specified for {name}, but got {value!r}.")
+        self.rows, self.steps = rows, steps
+        self.hidden = tf.Variable(tf.zeros((0, n_h)), shape=tf.TensorShape([None, n_h]), trainable=False, name="hidden")
+        self.visible = tf.Variable(tf.zeros((0, n_v)), shape=tf.TensorShape([None, n_v]), trainable=False, name="visible")
+        self.key = tf.Variable(tf.constant([-1, -1], tf.int64), trainable=False, name="key")  # no seed gives it
+
+    def tables(self, seed, need) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """The tables for a step with `seed` ((2,) int64) that reads `need` rows of each.
+
+        Returns (hidden (R, n_h), visible (R, n_v), base): the step reads rows base .. base +
+        need - 1. Draws the tables again when the key changes, or when they are too short.
+        """
+        seed, need = tf.cast(seed, tf.int64), tf.cast(need, tf.int32)
+        key = tf.stack([seed[0], seed[1] // self.steps])
+        span = tf.maximum(self.rows - need, 0) + 1  # the base rows that keep the step inside `rows`
+        base = tf.random.stateless_uniform((), tf.random.experimental.stateless_fold_in(seed, 3), 0, span, dtype=tf.int32)
+        stale = tf.reduce_any(key != self.key) | (tf.shape(self.hidden)[0] < base + need)
+
+        def draw() -> tf.Tensor:
+            size = tf.maximum(self.rows, need)
+            self.hidden.assign(logistic16(tf.stack([size, tf.shape(self.hidden)[1]]), tf.random.experimental.stateless_fold_in(key, 0)))
+            self.visible.assign(logistic16(tf.stack([size, tf.shape(self.visible)[1]]), tf.random.experimental.stateless_fold_in(key, 1)))
+            self.key.assign(key)
+            return tf.constant(True)
+
+        with tf.control_dependencies([tf.cond(stale, draw, lambda: tf.constant(False))]):
+            return tf.identity(self.hidden), tf.identity(self.visible), base

@@ -23,6 +23,7 @@ from rbmsearch.model import (
     gibbs_step,
     long_gibbs_chain,
 )
+from rbmsearch.noise import NoisePool
 
 TINY = dict(n_visible=6, n_hidden=5, n_recurrent=4)
 
@@ -168,10 +169,10 @@ def test_free_energy_matches_brute_force_sum_over_hidden_states():
         np.testing.assert_allclose(got.numpy(), [expected], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("chain", ["gibbs_chain", "gibbs_chain_xla", "long_gibbs_chain"])
+@pytest.mark.parametrize("chain", ["gibbs_chain", "gibbs_chain_pooled_in_blocks", "long_gibbs_chain"])
 def test_gibbs_chain_samples_the_rbm_distribution(chain):
     """Many chains of a tiny RBM reach P(v) ∝ exp(-F(v)) (catches transposed W, swapped
-    layers, or a sampler comparing the wrong way)."""
+    layers, or a sampler comparing the wrong way), with fresh or pooled noise, in blocks."""
     rng = np.random.default_rng(2)
     n_v, n_h, n_chains = 3, 2, 20_000
     W = rng.normal(0, 1.5, (n_v, n_h)).astype(np.float32)
@@ -183,7 +184,8 @@ def test_gibbs_chain_samples_the_rbm_distribution(chain):
     exact /= exact.sum()
     v0 = np.zeros((n_chains, n_v), np.float32)
     if chain.startswith("gibbs_chain"):
-        v_k, p_k = gibbs_chain(v0, W, bv, bh, k=30, seed=5, xla=chain.endswith("xla"))
+        pool = NoisePool(n_v, n_h, rows=30 * n_chains) if chain.endswith("blocks") else None
+        v_k, p_k = gibbs_chain(v0, W, bv, bh, k=30, seed=5, pool=pool, blocks=3 if pool else 1)
         assert np.all((p_k.numpy() > 0) & (p_k.numpy() < 1))
     else:
         v_k = long_gibbs_chain(v0, W, bv, bh, k=tf.constant(30, tf.int64), seed=5)
@@ -193,17 +195,38 @@ def test_gibbs_chain_samples_the_rbm_distribution(chain):
     np.testing.assert_allclose(freq, exact, atol=0.015)
 
 
-def test_the_compiled_chain_draws_the_same_bits_for_any_batch_layout():
+def test_gibbs_chain_blocks_and_graphs_read_the_same_noise_row_by_row():
     rng = np.random.default_rng(4)
     W = rng.normal(0, 0.5, (88, 30)).astype(np.float32)
-    v0 = (rng.random((3, 37, 88)) < 0.1).astype(np.float32)  # 111 rows: padded to 128 inside
+    v0 = (rng.random((3, 37, 88)) < 0.1).astype(np.float32)  # 111 rows, cut into 1, 2 or 4 blocks
     bv, bh = rng.normal(0, 1, (3, 37, 88)).astype(np.float32), rng.normal(0, 1, 30).astype(np.float32)  # per-row and shared biases
-    plain, p_plain = gibbs_chain(v0, W, bv, bh, k=4, seed=9)
-    fused, p_fused = gibbs_chain(v0, W, bv, bh, k=4, seed=9, xla=True)
-    assert fused.shape == plain.shape == (3, 37, 88)
-    # The same uniforms: samples differ only where a sigmoid's last bits decide (none here, or nearly).
-    assert np.mean(fused.numpy() == plain.numpy()) > 0.999
-    assert np.median(np.abs(p_fused.numpy() - p_plain.numpy())) < 1e-6  # and the same mean field, row by row
+    seed = tf.constant([9, 1], tf.int64)
+    for pool in (None, NoisePool(88, 30, rows=500)):
+        whole, p_whole = gibbs_chain(v0, W, bv, bh, k=4, seed=seed, pool=pool)
+        assert whole.shape == p_whole.shape == (3, 37, 88)
+        for blocks in (2, 4):
+            parts, p_parts = gibbs_chain(v0, W, bv, bh, k=4, seed=seed, pool=pool, blocks=blocks)
+            # The same noise: samples differ only where a product's last bit decides (none here, or nearly).
+            assert np.mean(parts.numpy() == whole.numpy()) > 0.999
+            assert np.median(np.abs(p_parts.numpy() - p_whole.numpy())) < 1e-6
+        compiled = tf.function(lambda v0, seed: gibbs_chain(v0, W, bv, bh, k=4, seed=seed, pool=pool, blocks=2)[0])
+        assert np.mean(compiled(tf.constant(v0), seed).numpy() == whole.numpy()) > 0.999
+    fresh = gibbs_chain(v0, W, bv, bh, k=4, seed=seed)[0].numpy()
+    assert np.mean(fresh != whole.numpy()) > 0.01  # the pool's noise is not the fresh noise of the same seed
+
+
+def test_the_chain_samples_above_logistic_noise():
+    """h = [v W + bh > noise_h]: a pre-activation above the pool's noise turns its unit on."""
+    n_v, n_h = 2, 3
+    pool = NoisePool(n_v, n_h, rows=1)
+    hidden, visible, base = pool.tables(tf.constant([0, 0], tf.int64), 1)
+    assert int(base) == 0 and hidden.shape == (1, n_h) and visible.shape == (1, n_v)
+    pre_h = hidden.numpy()[0] + np.array([0.01, -0.01, 0.01], np.float32)  # just above, below, above the noise
+    pre_v = visible.numpy()[0] + np.array([-0.01, 0.01], np.float32)
+    # W = 0: the pre-activations are the biases alone; with h fixed by bh the visible layer reads bv.
+    v, p_v = gibbs_chain(np.zeros((1, n_v), np.float32), np.zeros((n_v, n_h), np.float32), pre_v, pre_h, k=1, seed=[0, 0], pool=pool)
+    np.testing.assert_array_equal(v.numpy(), [[0.0, 1.0]])
+    np.testing.assert_allclose(p_v.numpy(), 1 / (1 + np.exp(-pre_v[None])), rtol=1e-6)
 
 
 def test_gibbs_chain_is_deterministic_in_the_seed_and_checks_k():
@@ -216,6 +239,8 @@ def test_gibbs_chain_is_deterministic_in_the_seed_and_checks_k():
     assert not np.array_equal(a, c)
     with pytest.raises(ValueError, match="k \\(Gibbs steps\\) must be a positive int"):
         gibbs_chain(v0, W, 0.0, 0.0, k=0, seed=1)
+    with pytest.raises(ValueError, match="blocks must be a positive int"):
+        gibbs_chain(v0, W, 0.0, 0.0, k=1, seed=1, blocks=0)
     with pytest.raises(ValueError, match="seed must be an int or a \\(2,\\) integer tensor"):
         gibbs_chain(v0, W, 0.0, 0.0, k=1, seed=tf.constant([1, 2, 3]))
 
@@ -385,13 +410,46 @@ def test_conditional_biases_eager_graph_and_xla_agree(rnn):
             np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)
 
 
-def test_cd_loss_and_its_gradient_eager_and_graph_agree():
+def test_the_tanh_recurrence_back_propagates_as_autodiff_of_its_scan():
+    """run_rnn's hand-written gradient (`_tanh_recurrence`) against TensorFlow's own gradient of
+    the same recurrence as a plain `tf.scan` over `_cell`, for every RNN variable and u0."""
+    model = _model()
+    v = tf.constant(_rolls((3, 7, 6), seed=3))
+    weights = tf.constant(np.random.default_rng(5).normal(size=(3, 7, 4)).astype(np.float32))
+    variables = [model.Wvu, model.Wuu, model.bu, model.u0]
+
+    def by_hand():
+        u_prev, final = model.run_rnn(v)
+        return u_prev, final
+
+    def by_autodiff():
+        state0 = model.initial_state(3)
+        states = tf.scan(model._cell, tf.transpose(model._input_projection(v), [1, 0, 2]), initializer=state0)
+        u_prev = tf.transpose(tf.concat([state0[None], states[:-1]], axis=0), [1, 0, 2])
+        return u_prev, states[-1]
+
+    results = []
+    for run in (by_hand, by_autodiff, tf.function(by_hand)):
+        with tf.GradientTape() as tape:
+            u_prev, final = run()
+            loss = tf.reduce_sum(tf.tanh(u_prev) * weights) + tf.reduce_sum(final**2)
+        results.append((u_prev.numpy(), [g.numpy() for g in tape.gradient(loss, variables)]))
+    for u_prev, grads in results[1:]:
+        np.testing.assert_allclose(u_prev, results[0][0], rtol=1e-6, atol=1e-7)
+        for got, want in zip(grads, results[0][1]):
+            assert np.abs(want).max() > 1e-3  # every variable's gradient is there to compare
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("pooled", [False, True])
+def test_cd_loss_and_its_gradient_eager_and_graph_agree(pooled):
     model = _model()
     v, mask = _rolls((2, 5, 6), seed=8), np.array([[1] * 5, [1] * 3 + [0] * 2], np.float32)
+    pool = NoisePool(6, 5, rows=40) if pooled else None
 
     def loss_and_grads(v, mask, seed):
         with tf.GradientTape() as tape:
-            loss = model.cd_loss(v, mask, k=3, seed=seed)
+            loss = model.cd_loss(v, mask, k=3, seed=seed, pool=pool, blocks=2 if pooled else 1)
         return loss, tape.gradient(loss, model.trainable_variables)
 
     seed = tf.constant([3, 4], tf.int64)

@@ -1,12 +1,15 @@
 """rbmsearch.noise: the hashed 16-bit uniforms the Gibbs chains use are uniform, independent
-across positions and seeds, reproducible, and sample Bernoulli units at the right rate."""
+across positions and seeds, reproducible, and sample Bernoulli units at the right rate; their
+logistic transform samples the same units without a sigmoid; the pool's tables depend on the
+step's seed alone, and a step never reads a row twice."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
-from rbmsearch.noise import uniform16
+from rbmsearch.noise import NoisePool, logistic16, uniform16
 
 N = 400_000
 
@@ -54,3 +57,48 @@ def test_bernoulli_units_are_on_at_their_probability():
         rate = (u < p).mean()
         assert abs(rate - p) < 4 * np.sqrt(p * (1 - p) / N) + 2**-17, (p, rate)
     assert not (u < 0.0).any() and (u < 1.0).all()
+
+
+def test_logistic_noise_samples_exactly_the_units_the_uniforms_do():
+    shape, seed = tf.constant([N]), tf.constant([3, 4], tf.int64)
+    u, noise = uniform16(shape, seed).numpy(), logistic16(shape, seed).numpy()
+    assert noise.dtype == np.float32 and np.isfinite(noise).all() and np.abs(noise).max() < 11.8
+    np.testing.assert_allclose(noise, np.log(u / (1 - u.astype(np.float64))), rtol=1e-5, atol=1e-5)
+    for x in (-4.0, -0.3, 0.0, 1.7):  # a pre-activation above the noise is a uniform below its sigmoid
+        p = 1 / (1 + np.exp(-x))
+        assert np.mean((x > noise) != (u < p)) < 1e-4, x  # they can differ only where float rounding decides
+    assert abs(noise.mean()) < 0.02 and abs(noise.var() - np.pi**2 / 3) < 0.05  # the logistic distribution
+
+
+def _tables(pool: NoisePool, seed, need: int):
+    hidden, visible, base = pool.tables(tf.constant(seed, tf.int64), need)
+    base = int(base)
+    assert 0 <= base and base + need <= hidden.shape[0] == visible.shape[0]
+    return hidden.numpy()[base : base + need], visible.numpy()[base : base + need]
+
+
+def test_a_steps_pool_noise_depends_on_its_seed_and_shape_alone():
+    straight, resumed = NoisePool(3, 5, rows=64, steps=4), NoisePool(3, 5, rows=64, steps=4)
+    history = [_tables(straight, [7, i], need) for i, need in enumerate((20, 50, 10, 90, 30, 30))]  # 90 > rows: the table grows
+    for i, need in enumerate((20, 50, 10, 90, 30, 30)):  # a fresh pool (a resumed run) draws each step's rows again
+        if i in (0, 3, 5):
+            resumed = NoisePool(3, 5, rows=64, steps=4)
+        for got, want in zip(_tables(resumed, [7, i], need), history[i]):
+            np.testing.assert_array_equal(got, want)
+    compiled = tf.function(lambda seed, need: straight.tables(seed, need))
+    hidden, _, base = compiled(tf.constant([7, 4], tf.int64), tf.constant(30))
+    np.testing.assert_array_equal(hidden.numpy()[int(base) : int(base) + 30], history[4][0])
+    # Steps 0-3 share one table (key [7, 0]), at different base rows; step 4 starts a new one.
+    assert not np.array_equal(history[0][0], history[2][0][:10])
+    first, later = straight.hidden.numpy(), NoisePool(3, 5, rows=64, steps=4)
+    _tables(later, [7, 1], 50)
+    assert np.isin(history[2][0][:, 0], later.hidden.numpy()[:, 0]).all()  # step 2 read the table step 1 read
+    assert not np.isin(first[:, 0], later.hidden.numpy()[:, 0]).any()  # step 4's is another
+
+
+def test_the_pool_spreads_its_steps_over_the_table():
+    pool = NoisePool(2, 4, rows=1000, steps=16)
+    bases = [int(pool.tables(tf.constant([1, i], tf.int64), 100)[2]) for i in range(16)]
+    assert min(bases) >= 0 and max(bases) <= 900 and len(set(bases)) > 12  # uniform over 0 .. 900
+    with pytest.raises(ValueError, match="A positive int must be specified for rows, but got 0"):
+        NoisePool(2, 4, rows=0)
