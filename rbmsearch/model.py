@@ -59,8 +59,11 @@ TRUE frames, so the only sequential part is a cheap (B, n_u) @ (n_u, n_u) recurr
 (`tf.scan`); the input projections, the bias projections and the k Gibbs steps of all N real
 frames of the batch run in parallel as big (N, n_v) @ (n_v, n_h) matmuls. Padding is dropped
 before the chain, and `cd_loss` is meant for a plain `tf.function` (on a CPU, XLA's sampler
-and its gradient of the scan were slower). Generation is sequential, so there XLA wins: the
-frame loop runs as one compiled program.
+and its gradient of the scan were slower). The chain compares pre-activations with logistic
+noise (no sigmoid), which training reads from a pool shared by 16 steps (`noise.NoisePool`),
+in independent row blocks that a CPU's threads run side by side; the tanh RNN's gradient is
+one hand-written reverse scan. Generation is sequential, so there XLA wins: the frame loop
+runs as one compiled program.
 """
 
 from __future__ import annotations
