@@ -119,9 +119,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         for name in ("n_visible", "n_hidden", "n_recurrent"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive int, but got {value!r}.")
+            _check_positive_int(name, getattr(self, name))
         if self.rnn not in RNN_TYPES:
             raise ValueError(
                 f"rnn must be one of {', '.join(map(repr, RNN_TYPES))}, but got {self.rnn!r}."
@@ -151,6 +149,11 @@ def _as_seed(seed: Seed) -> tf.Tensor:
             f"of shape {seed.shape}."
         )
     return tf.cast(seed, tf.int64)
+
+
+def _check_positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, but got {value!r}.")
 
 
 def _dot(x: tf.Tensor, w: tf.Tensor, transpose_w: bool = False) -> tf.Tensor:
@@ -207,9 +210,8 @@ def gibbs_chain(v0, W, bv, bh, k: int, seed: Seed, pool: NoisePool | None = None
     P(v = 1 | h_{k-1}) (float32 in (0, 1)), both (..., n_v).
     Not differentiable by design: callers wrap inputs or outputs in `tf.stop_gradient`.
     """
-    for name, value in (("k (Gibbs steps)", k), ("blocks", blocks)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, but got {value!r}.")
+    _check_positive_int("k (Gibbs steps)", k)
+    _check_positive_int("blocks", blocks)
     seed = _as_seed(seed)
     v, W, bv, bh = (tf.cast(x, tf.float32) for x in (v0, W, bv, bh))
     shape = tf.shape(v)  # (..., n_v)
@@ -563,8 +565,7 @@ class RnnRbm(tf.Module):
         the same code eagerly (slow; for tests and debugging).
         """
         for name, value in (("n_samples", n_samples), ("n_steps", n_steps), ("k", k)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, but got {value!r}.")
+            _check_positive_int(name, value)
         seed = _as_seed(seed)
         cfg = self.config
         state = self.initial_state(n_samples)  # (B, S)
