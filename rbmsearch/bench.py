@@ -256,7 +256,6 @@ def bench_train(args: argparse.Namespace) -> dict:
     FLOPs, the fraction of the model-shaped limit, and (--reference) the ratio to the TF-1 code."""
     from rbmsearch.config import TrainConfig
     from rbmsearch.noise import POOL_STEPS
-    from rbmsearch.train import chain_blocks
 
     if args.reference and not Path(args.reference).is_file():
         raise BenchError(f"--reference {args.reference}: no such file; pass the path of the reference training script.")
@@ -267,7 +266,7 @@ def bench_train(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="rbmsearch-bench-") as tmp:
         reference = (args.reference, _as_pickle(args.source, Path(tmp))) if args.reference else None
         figures = {"source": args.source, "device": args.device, "threads": threads, "op_threads": op_threads, "runs": args.runs, "epochs_per_run": args.epochs}
-        figures |= {"chain_blocks": chain_blocks(), "noise_pool_steps": POOL_STEPS}  # how the chain runs (rbmsearch.train, rbmsearch.noise)
+        figures["noise_pool_steps"] = POOL_STEPS  # training steps that share one table of the chain's noise (rbmsearch.noise)
         figures.update(_train_figures(paper, rolls, args.epochs, args.runs, reference))
         if not args.paper_only:
             figures["default_config"] = _train_figures(TrainConfig(), rolls, args.epochs, args.runs, None)

@@ -60,9 +60,8 @@ TRUE frames, so the only sequential part is a cheap (B, n_u) @ (n_u, n_u) recurr
 frames of the batch run in parallel as big (N, n_v) @ (n_v, n_h) matmuls. Padding is dropped
 before the chain, and `cd_loss` is meant for a plain `tf.function` (on a CPU, XLA's sampler
 and its gradient of the scan were slower). The chain compares pre-activations with logistic
-noise (no sigmoid), which training reads from a pool shared by 16 steps (`noise.NoisePool`),
-in independent row blocks that a CPU's threads run side by side; the tanh RNN's gradient is
-one hand-written reverse scan. Generation is sequential, so there XLA wins: the frame loop
+noise (no sigmoid), which training reads from a pool shared by 16 steps (`noise.NoisePool`);
+the tanh RNN's gradient is one hand-written reverse scan. Generation is sequential, so there XLA wins: the frame loop
 runs as one compiled program.
 """
 
@@ -193,7 +192,7 @@ def gibbs_step(v, W, bv, bh, noise_h, noise_v) -> tuple[tf.Tensor, tf.Tensor]:
     return tf.cast(noise_v < p_v, tf.float32), p_v
 
 
-def gibbs_chain(v0, W, bv, bh, k: int, seed: Seed, pool: NoisePool | None = None, blocks: int = 1) -> tuple[tf.Tensor, tf.Tensor]:
+def gibbs_chain(v0, W, bv, bh, k: int, seed: Seed, pool: NoisePool | None = None) -> tuple[tf.Tensor, tf.Tensor]:
     """k steps of block Gibbs sampling v -> h -> v in an RBM with per-row biases.
 
     v0: (..., n_v) start of the chains (0/1 or probabilities), W: (n_v, n_h),
@@ -203,51 +202,34 @@ def gibbs_chain(v0, W, bv, bh, k: int, seed: Seed, pool: NoisePool | None = None
     Bernoulli draw at sigmoid(pre-activation), without the sigmoid. The noise is drawn from
     `seed`, or with `pool` read from its tables (`NoisePool.tables`): step s of R rows reads
     rows base + s R .. base + (s + 1) R - 1, base drawn from `seed`.
-    blocks (a Python int): run the rows as this many independent chains of even size, which
-    ops side by side on separate threads run in parallel. Every row reads the same noise for
-    any `blocks`; the products of a block may round their last bit differently.
     Returns (v_k, p_k): the k-th sample (float32 0/1) and its mean field
     P(v = 1 | h_{k-1}) (float32 in (0, 1)), both (..., n_v).
     Not differentiable by design: callers wrap inputs or outputs in `tf.stop_gradient`.
     """
     _check_positive_int("k (Gibbs steps)", k)
-    _check_positive_int("blocks", blocks)
     seed = _as_seed(seed)
     v, W, bv, bh = (tf.cast(x, tf.float32) for x in (v0, W, bv, bh))
-    shape = tf.shape(v)  # (..., n_v)
+    rows = tf.shape(v)[:-1]  # (...)
     n_v, n_h = W.shape
-    v = tf.reshape(v, [-1, n_v])  # (R, n_v): one chain per row
-    rows = tf.shape(v)[0]
-    # Per-row biases become (R, n) and follow their rows into the blocks; shared ones broadcast.
-    bv, bh = (tf.reshape(tf.broadcast_to(x, tf.concat([shape[:-1], [n]], 0)), [-1, n]) if x.shape.rank > 1 else x for x, n in ((bv, n_v), (bh, n_h)))
     if pool is None:
         seeds = tf.random.experimental.stateless_split(seed, num=2 * k)  # (2k, 2)
-        drawn: dict[tuple[int, int], tf.Tensor] = {}  # drawn when first read: eagerly, one step's at a time
 
-        def noise(step: int, layer: int, lo, hi) -> tf.Tensor:  # (hi - lo, n): this step's rows lo .. hi - 1
-            if (step, layer) not in drawn:
-                drawn[step, layer] = logistic16(tf.stack([rows, (n_h, n_v)[layer]]), seeds[2 * step + layer])
-            return drawn[step, layer][lo:hi]
+        def noise(step: int, layer: int) -> tf.Tensor:  # (..., n): drawn per step, as the loop needs it
+            return logistic16(tf.concat([rows, [(n_h, n_v)[layer]]], 0), seeds[2 * step + layer])
     else:
-        tables = pool.tables(seed, k * rows)
+        count = tf.reduce_prod(rows)
+        hidden, visible, base = pool.tables(seed, k * count)
 
-        def noise(step: int, layer: int, lo, hi) -> tf.Tensor:
-            start = tables[2] + step * rows
-            return tables[layer][start + lo : start + hi]
+        def noise(step: int, layer: int) -> tf.Tensor:
+            start = base + step * count
+            window = (hidden, visible)[layer][start : start + count]  # (R, n)
+            return tf.reshape(window, tf.concat([rows, [(n_h, n_v)[layer]]], 0))
 
-    cuts = [rows * b // blocks for b in range(blocks + 1)]
-    samples, means = [], []
-    for lo, hi in zip(cuts, cuts[1:]):
-        x = v[lo:hi]  # (r, n_v): this block's chains, which share nothing with the other blocks'
-        bias_v, bias_h = (b[lo:hi] if b.shape.rank > 1 else b for b in (bv, bh))
-        for step in range(k):
-            h = tf.cast(_dot(x, W) + bias_h > noise(step, 0, lo, hi), tf.float32)  # h_j ~ Bernoulli(P(h_j = 1 | v))
-            pre_v = _dot(h, W, transpose_w=True) + bias_v  # (r, n_v)
-            x = tf.cast(pre_v > noise(step, 1, lo, hi), tf.float32)
-        samples.append(x)
-        means.append(tf.sigmoid(pre_v))  # pruned from a compiled graph that does not use it
-    out = [tf.reshape(tf.concat(parts, 0) if blocks > 1 else parts[0], shape) for parts in (samples, means)]
-    return out[0], out[1]
+    for step in range(k):
+        h = tf.cast(_dot(v, W) + bh > noise(step, 0), tf.float32)  # h_j ~ Bernoulli(P(h_j = 1 | v))
+        pre_v = _dot(h, W, transpose_w=True) + bv  # (..., n_v)
+        v = tf.cast(pre_v > noise(step, 1), tf.float32)
+    return v, tf.sigmoid(pre_v)  # a compiled graph that does not use the mean field prunes it
 
 
 def long_gibbs_chain(v0, W, bv, bh, k, seed: Seed) -> tf.Tensor:
@@ -448,7 +430,7 @@ class RnnRbm(tf.Module):
 
     # --- training -------------------------------------------------------------
 
-    def cd_loss(self, v, mask, k: int, seed: Seed, dropout: float = 0.0, pool: NoisePool | None = None, blocks: int = 1) -> tf.Tensor:
+    def cd_loss(self, v, mask, k: int, seed: Seed, dropout: float = 0.0, pool: NoisePool | None = None) -> tf.Tensor:
         """CD-k cost: mean over real frames of F(v_t) - F(v~_t), a float32 scalar.
 
         v: (B, T, n_v) 0/1 (bool or float), mask: (B, T), 1 for real frames and 0 for
@@ -462,7 +444,7 @@ class RnnRbm(tf.Module):
         note of the history the RNN reads and each unit of u_{t-1} the biases read, with the
         survivors scaled by 1 / (1 - dropout) so that nothing changes at evaluation. The
         frame being scored is never dropped. 0 leaves the cost exactly as without it.
-        pool, blocks: the chain's noise and its independent row blocks (`gibbs_chain`).
+        pool: where the chain's noise comes from (`gibbs_chain`); None draws it from `seed`.
         """
         v = tf.cast(v, tf.float32)  # (B, T, n_v)
         real = tf.cast(mask, tf.float32) > 0.5  # (B, T)
@@ -473,7 +455,7 @@ class RnnRbm(tf.Module):
         v_r, u_r = tf.boolean_mask(v, real), tf.boolean_mask(u_prev, real)  # (N, n_v), (N, n_u)
         u_r = _dropout(u_r, dropout, tf.random.experimental.stateless_fold_in(seed, 2))
         bv_r, bh_r = self._biases_from_u(u_r)  # (N, n_v), (N, n_h)
-        return self._cd_cost(v_r, bv_r, bh_r, k, seed, pool, blocks)
+        return self._cd_cost(v_r, bv_r, bh_r, k, seed, pool)
 
     @property
     def recurrent_variables(self) -> tuple[tf.Variable, ...]:
@@ -503,10 +485,10 @@ class RnnRbm(tf.Module):
         v = tf.cast(v, tf.float32)  # (N, n_v)
         return self._cd_cost(v, self.bv, self.bh, k, seed)
 
-    def _cd_cost(self, v, bv, bh, k: int, seed: Seed, pool: NoisePool | None = None, blocks: int = 1) -> tf.Tensor:
+    def _cd_cost(self, v, bv, bh, k: int, seed: Seed, pool: NoisePool | None = None) -> tf.Tensor:
         """mean(F(v) - F(v~)) with v~ from k Gibbs steps started at v; v (N, n_v)."""
         sg = tf.stop_gradient  # the chain is a constant: no tape, no back-prop through it
-        v_neg, _ = gibbs_chain(v, sg(self.W), sg(bv), sg(bh), k, seed, pool, blocks)  # (N, n_v)
+        v_neg, _ = gibbs_chain(v, sg(self.W), sg(bv), sg(bh), k, seed, pool)  # (N, n_v)
         v_neg = sg(v_neg)
         return tf.reduce_mean(
             free_energy(v, self.W, bv, bh) - free_energy(v_neg, self.W, bv, bh)

@@ -44,7 +44,6 @@ __all__ = ["MonitorSettings", "ParameterAverage", "Report", "chain_length", "mon
 log = logging.getLogger(__name__)
 
 
-CHAIN_BLOCKS = 2  # a CPU trial's chain as two independent halves: both cores of a 2-CPU trial (docs/results.md, 10.6)
 TENSORBOARD_DIR = "tensorboard"  # RUN_DIR/tensorboard: the per-epoch scalars, for `tensorboard --logdir`
 TENSORBOARD_SCALARS = ("train_cost", "valid_monitor", "train_frames_per_s", "seconds", "cd_k")
 
@@ -283,15 +282,6 @@ class ParameterAverage:
                 variable.assign(value)
 
 
-def chain_blocks() -> int:
-    """Independent row blocks of a training step's Gibbs chain: CHAIN_BLOCKS on a CPU, where ops
-    side by side use the process's threads, 1 on a GPU, where one op fills the device. Not the CPU
-    count: the blocks round the products' last bits, and a result must not depend on the CPUs."""
-    import tensorflow as tf
-
-    return 1 if tf.config.list_logical_devices("GPU") else CHAIN_BLOCKS
-
-
 def make_train_step(model, optimizer, config: TrainConfig, cd_k: int | None = None, average: ParameterAverage | None = None):
     """A compiled CD-k step (k = `cd_k`, default config.cd_k): (v (B, T, n_v), mask (B, T), seed (2,) int64) -> cost, one update
     (and one of `average`)."""
@@ -305,14 +295,13 @@ def make_train_step(model, optimizer, config: TrainConfig, cd_k: int | None = No
     # The chain's noise comes from a table that POOL_STEPS steps share, twice what a full batch's
     # chain reads: a row serves about 5 steps on JSB's batches (docs/results.md, 10.6).
     pool = NoisePool(n_v, model.config.n_hidden, rows=2 * k * config.batch_size * (config.window or TrainConfig.window))
-    blocks = chain_blocks()
 
     @tf.function(
         input_signature=[tf.TensorSpec((None, None, n_v), tf.float32), tf.TensorSpec((None, None), tf.float32), tf.TensorSpec((2,), tf.int64)]
     )
     def train_step(v, mask, seed):
         with tf.GradientTape() as tape:
-            cost = model.cd_loss(v, mask, k, seed, config.dropout, pool, blocks)
+            cost = model.cd_loss(v, mask, k, seed, config.dropout, pool)
         grads = tape.gradient(cost, variables)
         if config.weight_decay > 0:  # the gradient of (weight_decay / 2) * ||w||^2, on matrices only
             grads = [g + config.weight_decay * w if w.shape.rank == 2 else g for g, w in zip(grads, variables)]

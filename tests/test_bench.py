@@ -147,7 +147,7 @@ PLACEMENT = textwrap.dedent(
 )
 # The work of training and scoring: each must run on the GPU when there is one.
 COMPUTE_OPS = {"MatMul", "BatchMatMulV2", "Sigmoid", "Softplus", "Tanh", "StatelessRandomUniformV2", "AddV2", "Mul", "Sub", "Sum", "Mean", "Less", "Exp", "Log",
-               "BitwiseXor", "RightShift"}  # the last two: the chains' hashed noise (rbmsearch.noise)
+               "BitwiseXor", "RightShift", "Log1p", "Greater"}  # the chains' hashed noise, its logistic transform, the training chain's comparison
 
 
 @pytest.mark.slow
@@ -156,6 +156,6 @@ def test_training_and_scoring_place_their_work_on_the_device_present():
     assert out.returncode == 0, out.stderr[-3000:]
     device = out.stdout.strip().splitlines()[-1]
     placed = [(op, dev) for op, dev in re.findall(r": \((\w+)\): /job:localhost/replica:0/task:0/device:(\w+):\d+", out.stderr) if op in COMPUTE_OPS]
-    assert {"MatMul", "Sigmoid", "StatelessRandomUniformV2", "BitwiseXor"} <= {op for op, _ in placed}  # the log was read
+    assert {"MatMul", "Sigmoid", "StatelessRandomUniformV2", "BitwiseXor", "Log1p", "Greater"} <= {op for op, _ in placed}  # the log was read
     elsewhere = sorted({op for op, dev in placed if dev != device})
     assert not elsewhere, f"ops placed off the {device}: {elsewhere}"

@@ -169,10 +169,10 @@ def test_free_energy_matches_brute_force_sum_over_hidden_states():
         np.testing.assert_allclose(got.numpy(), [expected], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("chain", ["gibbs_chain", "gibbs_chain_pooled_in_blocks", "long_gibbs_chain"])
+@pytest.mark.parametrize("chain", ["gibbs_chain", "gibbs_chain_pooled", "long_gibbs_chain"])
 def test_gibbs_chain_samples_the_rbm_distribution(chain):
     """Many chains of a tiny RBM reach P(v) ∝ exp(-F(v)) (catches transposed W, swapped
-    layers, or a sampler comparing the wrong way), with fresh or pooled noise, in blocks."""
+    layers, or a sampler comparing the wrong way), with fresh or pooled noise."""
     rng = np.random.default_rng(2)
     n_v, n_h, n_chains = 3, 2, 20_000
     W = rng.normal(0, 1.5, (n_v, n_h)).astype(np.float32)
@@ -184,8 +184,8 @@ def test_gibbs_chain_samples_the_rbm_distribution(chain):
     exact /= exact.sum()
     v0 = np.zeros((n_chains, n_v), np.float32)
     if chain.startswith("gibbs_chain"):
-        pool = NoisePool(n_v, n_h, rows=30 * n_chains) if chain.endswith("blocks") else None
-        v_k, p_k = gibbs_chain(v0, W, bv, bh, k=30, seed=5, pool=pool, blocks=3 if pool else 1)
+        pool = NoisePool(n_v, n_h, rows=30 * n_chains) if chain.endswith("pooled") else None
+        v_k, p_k = gibbs_chain(v0, W, bv, bh, k=30, seed=5, pool=pool)
         assert np.all((p_k.numpy() > 0) & (p_k.numpy() < 1))
     else:
         v_k = long_gibbs_chain(v0, W, bv, bh, k=tf.constant(30, tf.int64), seed=5)
@@ -195,24 +195,23 @@ def test_gibbs_chain_samples_the_rbm_distribution(chain):
     np.testing.assert_allclose(freq, exact, atol=0.015)
 
 
-def test_gibbs_chain_blocks_and_graphs_read_the_same_noise_row_by_row():
+def test_gibbs_chain_reads_the_same_noise_for_any_batch_layout_eagerly_or_compiled():
     rng = np.random.default_rng(4)
     W = rng.normal(0, 0.5, (88, 30)).astype(np.float32)
-    v0 = (rng.random((3, 37, 88)) < 0.1).astype(np.float32)  # 111 rows, cut into 1, 2 or 4 blocks
+    v0 = (rng.random((3, 37, 88)) < 0.1).astype(np.float32)  # 111 rows, as a (3, 37) batch or flat
     bv, bh = rng.normal(0, 1, (3, 37, 88)).astype(np.float32), rng.normal(0, 1, 30).astype(np.float32)  # per-row and shared biases
     seed = tf.constant([9, 1], tf.int64)
+    samples = []
     for pool in (None, NoisePool(88, 30, rows=500)):
-        whole, p_whole = gibbs_chain(v0, W, bv, bh, k=4, seed=seed, pool=pool)
-        assert whole.shape == p_whole.shape == (3, 37, 88)
-        for blocks in (2, 4):
-            parts, p_parts = gibbs_chain(v0, W, bv, bh, k=4, seed=seed, pool=pool, blocks=blocks)
-            # The same noise: samples differ only where a product's last bit decides (none here, or nearly).
-            assert np.mean(parts.numpy() == whole.numpy()) > 0.999
-            assert np.median(np.abs(p_parts.numpy() - p_whole.numpy())) < 1e-6
-        compiled = tf.function(lambda v0, seed: gibbs_chain(v0, W, bv, bh, k=4, seed=seed, pool=pool, blocks=2)[0])
-        assert np.mean(compiled(tf.constant(v0), seed).numpy() == whole.numpy()) > 0.999
-    fresh = gibbs_chain(v0, W, bv, bh, k=4, seed=seed)[0].numpy()
-    assert np.mean(fresh != whole.numpy()) > 0.01  # the pool's noise is not the fresh noise of the same seed
+        batch, p_batch = gibbs_chain(v0, W, bv, bh, k=4, seed=seed, pool=pool)
+        assert batch.shape == p_batch.shape == (3, 37, 88)
+        flat, p_flat = gibbs_chain(v0.reshape(111, 88), W, bv.reshape(111, 88), bh, k=4, seed=seed, pool=pool)
+        np.testing.assert_array_equal(flat.numpy(), batch.numpy().reshape(111, 88))  # a row's noise is its flat index's
+        np.testing.assert_array_equal(p_flat.numpy(), p_batch.numpy().reshape(111, 88))
+        compiled = tf.function(lambda v0, seed: gibbs_chain(v0, W, bv, bh, k=4, seed=seed, pool=pool)[0])
+        assert np.mean(compiled(tf.constant(v0), seed).numpy() == batch.numpy()) > 0.999  # only a last bit may differ
+        samples.append(batch.numpy())
+    assert np.mean(samples[0] != samples[1]) > 0.01  # the pool's noise is not the fresh noise of the same seed
 
 
 def test_the_chain_samples_above_logistic_noise():
@@ -239,8 +238,6 @@ def test_gibbs_chain_is_deterministic_in_the_seed_and_checks_k():
     assert not np.array_equal(a, c)
     with pytest.raises(ValueError, match="k \\(Gibbs steps\\) must be a positive int"):
         gibbs_chain(v0, W, 0.0, 0.0, k=0, seed=1)
-    with pytest.raises(ValueError, match="blocks must be a positive int"):
-        gibbs_chain(v0, W, 0.0, 0.0, k=1, seed=1, blocks=0)
     with pytest.raises(ValueError, match="seed must be an int or a \\(2,\\) integer tensor"):
         gibbs_chain(v0, W, 0.0, 0.0, k=1, seed=tf.constant([1, 2, 3]))
 
@@ -445,11 +442,11 @@ def test_the_tanh_recurrence_back_propagates_as_autodiff_of_its_scan():
 def test_cd_loss_and_its_gradient_eager_and_graph_agree(pooled):
     model = _model()
     v, mask = _rolls((2, 5, 6), seed=8), np.array([[1] * 5, [1] * 3 + [0] * 2], np.float32)
-    pool = NoisePool(6, 5, rows=40) if pooled else None
+    pool = NoisePool(6, 5, rows=40) if pooled else None  # 2 sequences of 5 frames, CD-3: 24 of its rows a step
 
     def loss_and_grads(v, mask, seed):
         with tf.GradientTape() as tape:
-            loss = model.cd_loss(v, mask, k=3, seed=seed, pool=pool, blocks=2 if pooled else 1)
+            loss = model.cd_loss(v, mask, k=3, seed=seed, pool=pool)
         return loss, tape.gradient(loss, model.trainable_variables)
 
     seed = tf.constant([3, 4], tf.int64)
