@@ -36,29 +36,34 @@ def _fmix32(x: tf.Tensor) -> tf.Tensor:
     return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
 
 
-def uniform16(shape, seed) -> tf.Tensor:
+def uniform16(shape, seed, start=0) -> tf.Tensor:
     """float32 uniforms in (0, 1) of `shape` (a 1-D int tensor or list) at 16-bit resolution,
-    a pure function of `seed` ((2,) int64, as `tf.random.stateless_uniform` takes)."""
+    a pure function of `seed` ((2,) int64, as `tf.random.stateless_uniform` takes).
+
+    start (an even int or int32 scalar): the draw's first number is number `start` of the
+    seed's stream, so that the draws of consecutive slices concatenate to the draw of the whole."""
     shape = tf.cast(shape, tf.int32)  # shape arithmetic in int32: host memory on a GPU
     count = tf.reduce_prod(shape)
     keys = tf.reshape(tf.bitcast(tf.cast(seed, tf.int64), tf.uint32), [4])  # the seed's 128 bits
-    index = tf.cast(tf.range(tf.cast((count + 1) // 2, tf.int64), dtype=tf.int64), tf.uint32)  # int64: the GPU has that Range kernel
+    first = tf.cast(start, tf.int64) // 2  # two numbers per word
+    index = tf.cast(tf.range(first, first + tf.cast((count + 1) // 2, tf.int64), dtype=tf.int64), tf.uint32)  # int64: the GPU has that Range kernel
     words = _fmix32(index * tf.constant(_GOLDEN, tf.uint32) + tf.bitwise.bitwise_xor(keys[0], keys[2]))
     words = _fmix32(tf.bitwise.bitwise_xor(words, tf.bitwise.bitwise_xor(keys[1], keys[3])))
     halves = tf.reshape(tf.bitcast(words, tf.uint16), [-1])[:count]  # two 16-bit draws per word
     return tf.reshape(tf.cast(halves, tf.float32) * (1.0 / 65536.0) + (0.5 / 65536.0), shape)
 
 
-def logistic16(shape, seed) -> tf.Tensor:
-    """float32 logistic noise log(u / (1 - u)) of `uniform16(shape, seed)`, in [-11.8, 11.8].
+def logistic16(shape, seed, start=0) -> tf.Tensor:
+    """float32 logistic noise log(u / (1 - u)) of `uniform16(shape, seed, start)`, in [-11.8, 11.8].
 
     For any x, `x > logistic16` is exactly as likely as `uniform16 < sigmoid(x)`: a Bernoulli
     draw with p = sigmoid(x) (to 16 bits) that costs one comparison and no sigmoid."""
-    u = uniform16(shape, seed)
+    u = uniform16(shape, seed, start)
     return tf.math.log(u) - tf.math.log1p(-u)  # 1 - u is exact at the midpoints
 
 
 POOL_STEPS = 16  # training steps that share one pool: its cost is paid once per 16 steps
+POOL_PARTS = 4  # slices a table is drawn in: cores draw them side by side, each slice stays in cache
 
 
 class NoisePool(tf.Module):
@@ -69,9 +74,10 @@ class NoisePool(tf.Module):
     table of `rows` rows: each step reads its k N rows one after another from a base row drawn
     from its own seed, so within a step no row serves twice, and a row serves about
     `steps` k N / `rows` steps in all before the table is drawn again.
-    The table is keyed by [seed[0], seed[1] // steps] and every row is a pure function of the
-    key and the row's index, so a step's noise depends on its seed and shape only: eager and
-    compiled runs, and resumed and straight runs, give the same draws.
+    The table is keyed by [seed[0], seed[1] // steps] and every row's uniforms are a pure function
+    of the key and the row's index, so a step's noise depends on its seed and shape only (up to a
+    last bit of a logarithm when a step grows the table): eager and compiled runs, and resumed and
+    straight runs, give the same draws.
 
     n_v, n_h: the RBM's sizes. A step that reads more than `rows` rows grows the table (base 0).
     The table is not checkpointed: a step rebuilds it from the key when it needs it.
@@ -99,10 +105,12 @@ class NoisePool(tf.Module):
         base = tf.random.stateless_uniform((), tf.random.experimental.stateless_fold_in(seed, 3), 0, span, dtype=tf.int32)
         stale = tf.reduce_any(key != self.key) | (tf.shape(self.hidden)[0] < base + need)
 
-        def draw() -> tf.Tensor:
+        def draw() -> tf.Tensor:  # each table in POOL_PARTS slices of even rows: independent ops, side by side on a CPU's threads
             size = tf.maximum(self.rows, need)
-            self.hidden.assign(logistic16(tf.stack([size, tf.shape(self.hidden)[1]]), tf.random.experimental.stateless_fold_in(key, 0)))
-            self.visible.assign(logistic16(tf.stack([size, tf.shape(self.visible)[1]]), tf.random.experimental.stateless_fold_in(key, 1)))
+            cuts = [size * p // POOL_PARTS // 2 * 2 for p in range(POOL_PARTS)] + [size]
+            for layer, table in enumerate((self.hidden, self.visible)):
+                n, seed = tf.shape(table)[1], tf.random.experimental.stateless_fold_in(key, layer)
+                table.assign(tf.concat([logistic16(tf.stack([hi - lo, n]), seed, lo * n) for lo, hi in zip(cuts, cuts[1:])], axis=0))
             self.key.assign(key)
             return tf.constant(True)
 

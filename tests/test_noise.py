@@ -41,6 +41,15 @@ def test_uniform_in_distribution_and_in_every_bit():
         assert abs(((k >> bit) & 1).mean() - 0.5) < 0.005, bit
 
 
+def test_slices_of_a_draw_concatenate_to_the_whole_draw():
+    seed = tf.constant([3, 4], tf.int64)
+    whole = uniform16(tf.constant([10, 7]), seed).numpy()  # an odd width: slices start at even rows
+    parts = [uniform16(tf.constant([hi - lo, 7]), seed, lo * 7).numpy() for lo, hi in ((0, 4), (4, 6), (6, 10))]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    # The logarithms of a slice may round a last bit apart from the whole's (vector and scalar code paths).
+    np.testing.assert_allclose(logistic16(tf.constant([6, 7]), seed, 28).numpy(), logistic16(tf.constant([10, 7]), seed).numpy()[4:], rtol=1e-6)
+
+
 def test_no_correlation_between_neighbours_or_between_seeds():
     u = draw([N]).astype(np.float64) - 0.5
     for lag in (1, 2, 3, 64, 150):  # 1: the two halves of a word; 2: neighbouring words; rows of 64 and 150
