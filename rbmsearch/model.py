@@ -61,8 +61,8 @@ frames of the batch run in parallel as big (N, n_v) @ (n_v, n_h) matmuls. Paddin
 before the chain, and `cd_loss` is meant for a plain `tf.function` (on a CPU, XLA's sampler
 and its gradient of the scan were slower). The chain compares pre-activations with logistic
 noise (no sigmoid), which training reads from a pool shared by 16 steps (`noise.NoisePool`);
-the tanh RNN's gradient is one hand-written reverse scan. Generation is sequential, so there XLA wins: the frame loop
-runs as one compiled program.
+the tanh RNN's gradient is one hand-written reverse scan. Generation is sequential, so there
+XLA wins: the frame loop runs as one compiled program.
 """
 
 from __future__ import annotations
@@ -201,7 +201,7 @@ def gibbs_chain(v0, W, bv, bh, k: int, seed: Seed, pool: NoisePool | None = None
     A unit is on when its pre-activation exceeds logistic noise (`noise.logistic16`): a
     Bernoulli draw at sigmoid(pre-activation), without the sigmoid. The noise is drawn from
     `seed`, or with `pool` read from its tables (`NoisePool.tables`): step s of R rows reads
-    rows base + s R .. base + (s + 1) R - 1, base drawn from `seed`.
+    rows base + s R .. base + (s + 1) R - 1 of each layer's table, its base drawn from `seed`.
     Returns (v_k, p_k): the k-th sample (float32 0/1) and its mean field
     P(v = 1 | h_{k-1}) (float32 in (0, 1)), both (..., n_v).
     Not differentiable by design: callers wrap inputs or outputs in `tf.stop_gradient`.
@@ -218,10 +218,10 @@ def gibbs_chain(v0, W, bv, bh, k: int, seed: Seed, pool: NoisePool | None = None
             return logistic16(tf.concat([rows, [(n_h, n_v)[layer]]], 0), seeds[2 * step + layer])
     else:
         count = tf.reduce_prod(rows)
-        hidden, visible, base = pool.tables(seed, k * count)
+        hidden, visible, bases = pool.tables(seed, k * count)
 
         def noise(step: int, layer: int) -> tf.Tensor:
-            start = base + step * count
+            start = bases[layer] + step * count
             window = (hidden, visible)[layer][start : start + count]  # (R, n)
             return tf.reshape(window, tf.concat([rows, [(n_h, n_v)[layer]]], 0))
 
@@ -260,14 +260,18 @@ def _tanh_recurrence(x, state0, Wuu):
     x: (T, B, n_u) the projected inputs bu + v_t Wvu; state0: (B, n_u); Wuu: (n_u, n_u).
     Returns u: (T, B, n_u). Back-propagation through time is written out (one reverse scan of
     a product and two element-wise ops per step): TensorFlow's gradient of `tf.scan` keeps
-    and replays every op of the forward loop, and cost twice the forward pass on top.
+    and replays every op of the forward loop, and took about twice the loop's own time
+    (docs/results.md, 10.6).
     """
     states = tf.scan(lambda u, x_t: tf.tanh(x_t + tf.matmul(u, Wuu)), x, initializer=state0)  # (T, B, n_u)
 
     def grad(d_states):  # d_states: dL/du_t from outside the recurrence, (T, B, n_u)
         slope = 1.0 - states * states  # tanh' at every step, (T, B, n_u)
         # da_t = (dL/du_t + da_{t+1} Wuu^T) * tanh'_t, from t = T-1 down to 0: the pre-activations' gradients
-        d_pre = tf.scan(lambda d_next, g: (g[0] + tf.matmul(d_next, Wuu, transpose_b=True)) * g[1], (d_states, slope), initializer=tf.zeros_like(state0), reverse=True)
+        def back(d_next, g):  # g = (dL/du_t, tanh'_t)
+            return (g[0] + tf.matmul(d_next, Wuu, transpose_b=True)) * g[1]
+
+        d_pre = tf.scan(back, (d_states, slope), initializer=tf.zeros_like(state0), reverse=True)  # (T, B, n_u)
         previous = tf.concat([state0[None], states[:-1]], axis=0)  # u_{t-1}, (T, B, n_u)
         n_u = Wuu.shape[0]
         d_wuu = tf.matmul(tf.reshape(previous, [-1, n_u]), tf.reshape(d_pre, [-1, n_u]), transpose_a=True)  # sum_t u_{t-1}^T da_t
@@ -407,7 +411,7 @@ class RnnRbm(tf.Module):
         if state0 is None:
             state0 = self.initial_state(tf.shape(v)[0])
         x = tf.transpose(self._input_projection(v), [1, 0, 2])  # (T, B, G n_u), all frames
-        if self.config.rnn == "tanh":  # its gradient by hand: a third of the cost of the scan's own
+        if self.config.rnn == "tanh":  # with its gradient written out (docs/results.md, 10.6)
             states = _tanh_recurrence(x, state0, tf.convert_to_tensor(self.Wuu))  # (T, B, n_u)
         else:
             states = tf.scan(self._cell, x, initializer=state0)  # (T, B, S), the only serial part

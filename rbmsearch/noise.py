@@ -72,7 +72,8 @@ class NoisePool(tf.Module):
     A CD-k step on N frames reads k windows of N rows for each layer: drawing them costs more
     than the chain's products (docs/results.md, 10.6). So `steps` consecutive steps share one
     table of `rows` rows: each step reads its k N rows one after another from a base row drawn
-    from its own seed, so within a step no row serves twice, and a row serves about
+    from its own seed (one for each layer's table, so that two chains that share one layer's noise
+    rarely share the other's), so within a step no row serves twice, and a row serves about
     `steps` k N / `rows` steps in all before the table is drawn again.
     The table is keyed by [seed[0], seed[1] // steps] and every row's uniforms are a pure function
     of the key and the row's index, so a step's noise depends on its seed and shape only (up to a
@@ -96,23 +97,25 @@ class NoisePool(tf.Module):
     def tables(self, seed, need) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """The tables for a step with `seed` ((2,) int64) that reads `need` rows of each.
 
-        Returns (hidden (R, n_h), visible (R, n_v), base): the step reads rows base .. base +
-        need - 1. Draws the tables again when the key changes, or when they are too short.
+        Returns (hidden (R, n_h), visible (R, n_v), bases (2,) int32): the step reads rows
+        bases[0] .. bases[0] + need - 1 of the hidden table and from bases[1] of the visible one.
+        Draws the tables again when the key changes, or when they are too short.
         """
         seed, need = tf.cast(seed, tf.int64), tf.cast(need, tf.int32)
         key = tf.stack([seed[0], seed[1] // self.steps])
         span = tf.maximum(self.rows - need, 0) + 1  # the base rows that keep the step inside `rows`
-        base = tf.random.stateless_uniform((), tf.random.experimental.stateless_fold_in(seed, 3), 0, span, dtype=tf.int32)
-        stale = tf.reduce_any(key != self.key) | (tf.shape(self.hidden)[0] < base + need)
+        bases = tf.random.stateless_uniform((2,), tf.random.experimental.stateless_fold_in(seed, 3), 0, span, dtype=tf.int32)
+        stale = tf.reduce_any(key != self.key) | (tf.shape(self.hidden)[0] < tf.reduce_max(bases) + need)
 
-        def draw() -> tf.Tensor:  # each table in POOL_PARTS slices of even rows: independent ops, side by side on a CPU's threads
+        def draw() -> tf.Tensor:  # each table in POOL_PARTS slices of even rows: ops side by side on a CPU's threads
             size = tf.maximum(self.rows, need)
             cuts = [size * p // POOL_PARTS // 2 * 2 for p in range(POOL_PARTS)] + [size]
             for layer, table in enumerate((self.hidden, self.visible)):
                 n, seed = tf.shape(table)[1], tf.random.experimental.stateless_fold_in(key, layer)
-                table.assign(tf.concat([logistic16(tf.stack([hi - lo, n]), seed, lo * n) for lo, hi in zip(cuts, cuts[1:])], axis=0))
+                parts = [logistic16(tf.stack([hi - lo, n]), seed, lo * n) for lo, hi in zip(cuts, cuts[1:])]
+                table.assign(tf.concat(parts, axis=0))
             self.key.assign(key)
             return tf.constant(True)
 
         with tf.control_dependencies([tf.cond(stale, draw, lambda: tf.constant(False))]):
-            return tf.identity(self.hidden), tf.identity(self.visible), base
+            return tf.identity(self.hidden), tf.identity(self.visible), bases

@@ -218,8 +218,8 @@ def test_the_chain_samples_above_logistic_noise():
     """h = [v W + bh > noise_h]: a pre-activation above the pool's noise turns its unit on."""
     n_v, n_h = 2, 3
     pool = NoisePool(n_v, n_h, rows=1)
-    hidden, visible, base = pool.tables(tf.constant([0, 0], tf.int64), 1)
-    assert int(base) == 0 and hidden.shape == (1, n_h) and visible.shape == (1, n_v)
+    hidden, visible, bases = pool.tables(tf.constant([0, 0], tf.int64), 1)
+    assert bases.numpy().tolist() == [0, 0] and hidden.shape == (1, n_h) and visible.shape == (1, n_v)
     pre_h = hidden.numpy()[0] + np.array([0.01, -0.01, 0.01], np.float32)  # just above, below, above the noise
     pre_v = visible.numpy()[0] + np.array([-0.01, 0.01], np.float32)
     # W = 0: the pre-activations are the biases alone; with h fixed by bh the visible layer reads bv.

@@ -80,10 +80,10 @@ def test_logistic_noise_samples_exactly_the_units_the_uniforms_do():
 
 
 def _tables(pool: NoisePool, seed, need: int):
-    hidden, visible, base = pool.tables(tf.constant(seed, tf.int64), need)
-    base = int(base)
-    assert 0 <= base and base + need <= hidden.shape[0] == visible.shape[0]
-    return hidden.numpy()[base : base + need], visible.numpy()[base : base + need]
+    hidden, visible, bases = pool.tables(tf.constant(seed, tf.int64), need)
+    h, v = (int(x) for x in bases)
+    assert 0 <= min(h, v) and max(h, v) + need <= hidden.shape[0] == visible.shape[0]
+    return hidden.numpy()[h : h + need], visible.numpy()[v : v + need]
 
 
 def test_a_steps_pool_noise_depends_on_its_seed_and_shape_alone():
@@ -95,8 +95,8 @@ def test_a_steps_pool_noise_depends_on_its_seed_and_shape_alone():
         for got, want in zip(_tables(resumed, [7, i], need), history[i]):
             np.testing.assert_array_equal(got, want)
     compiled = tf.function(lambda seed, need: straight.tables(seed, need))
-    hidden, _, base = compiled(tf.constant([7, 4], tf.int64), tf.constant(30))
-    np.testing.assert_array_equal(hidden.numpy()[int(base) : int(base) + 30], history[4][0])
+    hidden, _, bases = compiled(tf.constant([7, 4], tf.int64), tf.constant(30))
+    np.testing.assert_array_equal(hidden.numpy()[int(bases[0]) : int(bases[0]) + 30], history[4][0])
     # Steps 0-3 share one table (key [7, 0]), at different base rows; step 4 starts a new one.
     assert not np.array_equal(history[0][0], history[2][0][:10])
     first, later = straight.hidden.numpy(), NoisePool(3, 5, rows=64, steps=4)
@@ -107,7 +107,8 @@ def test_a_steps_pool_noise_depends_on_its_seed_and_shape_alone():
 
 def test_the_pool_spreads_its_steps_over_the_table():
     pool = NoisePool(2, 4, rows=1000, steps=16)
-    bases = [int(pool.tables(tf.constant([1, i], tf.int64), 100)[2]) for i in range(16)]
-    assert min(bases) >= 0 and max(bases) <= 900 and len(set(bases)) > 12  # uniform over 0 .. 900
+    bases = np.array([pool.tables(tf.constant([1, i], tf.int64), 100)[2].numpy() for i in range(16)])  # (16, 2)
+    assert bases.min() >= 0 and bases.max() <= 900 and len(set(bases[:, 0])) > 12  # uniform over 0 .. 900
+    assert np.mean(bases[:, 0] != bases[:, 1]) > 0.9  # each layer's table read from its own base
     with pytest.raises(ValueError, match="A positive int must be specified for rows, but got 0"):
         NoisePool(2, 4, rows=0)
