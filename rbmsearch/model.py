@@ -49,8 +49,10 @@ Generation: for each new frame, compute bv_t, bh_t from u_{t-1}, run k Gibbs ste
 v = 0 (as the authors' Theano tutorial code does, with k = 25), keep the final sample as v_t,
 and update u_t from it.
 
-Randomness is explicit: every sampler takes a `seed` (an int or a (2,) int tensor) and uses
-TF's stateless random ops, so the same seed gives the same samples, eagerly or compiled.
+Randomness is explicit: every sampler takes a `seed` (an int or a (2,) int tensor) and draws
+its noise as a pure function of it (TF's stateless ops, or the hashes of `rbmsearch.noise`), so
+the same seed gives the same samples, eagerly or compiled (up to a last bit of a product). A
+`NoisePool` keeps a table between steps, and a step's draws from it are a function of its seed.
 Inside a compiled training loop pass the seed as a (2,) int tensor (e.g. `[run_seed, step]`)
 so that `tf.function` does not retrace for every new value.
 
@@ -59,7 +61,7 @@ TRUE frames, so the only sequential part is a cheap (B, n_u) @ (n_u, n_u) recurr
 (`tf.scan`); the input projections, the bias projections and the k Gibbs steps of all N real
 frames of the batch run in parallel as big (N, n_v) @ (n_v, n_h) matmuls. Padding is dropped
 before the chain, and `cd_loss` is meant for a plain `tf.function` (on a CPU, XLA's sampler
-and its gradient of the scan were slower). The chain compares pre-activations with logistic
+was slower, and XLA for the recurrence saved nothing: docs/results.md, 10.6). The chain compares pre-activations with logistic
 noise (no sigmoid), which training reads from a pool shared by 16 steps (`noise.NoisePool`);
 the tanh RNN's gradient is one hand-written reverse scan. Generation is sequential, so there
 XLA wins: the frame loop runs as one compiled program.

@@ -40,16 +40,17 @@ def uniform16(shape, seed, start=0) -> tf.Tensor:
     """float32 uniforms in (0, 1) of `shape` (a 1-D int tensor or list) at 16-bit resolution,
     a pure function of `seed` ((2,) int64, as `tf.random.stateless_uniform` takes).
 
-    start (an even int or int32 scalar): the draw's first number is number `start` of the
-    seed's stream, so that the draws of consecutive slices concatenate to the draw of the whole."""
+    start (an int or int scalar >= 0): the draw's first number is number `start` of the seed's
+    stream, so that the draws of consecutive slices concatenate to the draw of the whole."""
     shape = tf.cast(shape, tf.int32)  # shape arithmetic in int32: host memory on a GPU
-    count = tf.reduce_prod(shape)
+    count = tf.cast(tf.reduce_prod(shape), tf.int64)
     keys = tf.reshape(tf.bitcast(tf.cast(seed, tf.int64), tf.uint32), [4])  # the seed's 128 bits
-    first = tf.cast(start, tf.int64) // 2  # two numbers per word
-    index = tf.cast(tf.range(first, first + tf.cast((count + 1) // 2, tf.int64), dtype=tf.int64), tf.uint32)  # int64: the GPU has that Range kernel
+    start = tf.cast(start, tf.int64)
+    first, skip = start // 2, start % 2  # two numbers per word: an odd start skips its word's first
+    index = tf.cast(tf.range(first, first + (count + skip + 1) // 2, dtype=tf.int64), tf.uint32)  # int64: the GPU has that Range kernel
     words = _fmix32(index * tf.constant(_GOLDEN, tf.uint32) + tf.bitwise.bitwise_xor(keys[0], keys[2]))
     words = _fmix32(tf.bitwise.bitwise_xor(words, tf.bitwise.bitwise_xor(keys[1], keys[3])))
-    halves = tf.reshape(tf.bitcast(words, tf.uint16), [-1])[:count]  # two 16-bit draws per word
+    halves = tf.reshape(tf.bitcast(words, tf.uint16), [-1])[skip : skip + count]  # two 16-bit draws per word
     return tf.reshape(tf.cast(halves, tf.float32) * (1.0 / 65536.0) + (0.5 / 65536.0), shape)
 
 
@@ -80,7 +81,7 @@ class NoisePool(tf.Module):
     last bit of a logarithm when a step grows the table): eager and compiled runs, and resumed and
     straight runs, give the same draws.
 
-    n_v, n_h: the RBM's sizes. A step that reads more than `rows` rows grows the table (base 0).
+    n_v, n_h: the RBM's sizes. A step that reads more than half the table grows it to twice its need.
     The table is not checkpointed: a step rebuilds it from the key when it needs it.
     """
 
@@ -103,12 +104,11 @@ class NoisePool(tf.Module):
         """
         seed, need = tf.cast(seed, tf.int64), tf.cast(need, tf.int32)
         key = tf.stack([seed[0], seed[1] // self.steps])
-        span = tf.maximum(self.rows - need, 0) + 1  # the base rows that keep the step inside `rows`
-        bases = tf.random.stateless_uniform((2,), tf.random.experimental.stateless_fold_in(seed, 3), 0, span, dtype=tf.int32)
+        size = tf.maximum(self.rows, 2 * need)  # a step larger than half the table grows it: its base rows still vary
+        bases = tf.random.stateless_uniform((2,), tf.random.experimental.stateless_fold_in(seed, 3), 0, size - need + 1, dtype=tf.int32)
         stale = tf.reduce_any(key != self.key) | (tf.shape(self.hidden)[0] < tf.reduce_max(bases) + need)
 
         def draw() -> tf.Tensor:  # each table in POOL_PARTS slices of even rows: ops side by side on a CPU's threads
-            size = tf.maximum(self.rows, need)
             cuts = [size * p // POOL_PARTS // 2 * 2 for p in range(POOL_PARTS)] + [size]
             for layer, table in enumerate((self.hidden, self.visible)):
                 n, seed = tf.shape(table)[1], tf.random.experimental.stateless_fold_in(key, layer)

@@ -215,17 +215,20 @@ def test_gibbs_chain_reads_the_same_noise_for_any_batch_layout_eagerly_or_compil
 
 
 def test_the_chain_samples_above_logistic_noise():
-    """h = [v W + bh > noise_h]: a pre-activation above the pool's noise turns its unit on."""
-    n_v, n_h = 2, 3
-    pool = NoisePool(n_v, n_h, rows=1)
-    hidden, visible, bases = pool.tables(tf.constant([0, 0], tf.int64), 1)
-    assert bases.numpy().tolist() == [0, 0] and hidden.shape == (1, n_h) and visible.shape == (1, n_v)
-    pre_h = hidden.numpy()[0] + np.array([0.01, -0.01, 0.01], np.float32)  # just above, below, above the noise
-    pre_v = visible.numpy()[0] + np.array([-0.01, 0.01], np.float32)
-    # W = 0: the pre-activations are the biases alone; with h fixed by bh the visible layer reads bv.
-    v, p_v = gibbs_chain(np.zeros((1, n_v), np.float32), np.zeros((n_v, n_h), np.float32), pre_v, pre_h, k=1, seed=[0, 0], pool=pool)
-    np.testing.assert_array_equal(v.numpy(), [[0.0, 1.0]])
-    np.testing.assert_allclose(p_v.numpy(), 1 / (1 + np.exp(-pre_v[None])), rtol=1e-6)
+    """A unit is on when its pre-activation exceeds the pool's noise: the hidden layer's, seen
+    through a visible unit that copies it, and the visible layer's alone."""
+    pool, seed = NoisePool(1, 1, rows=1), tf.constant([0, 0], tf.int64)
+    hidden, visible, bases = pool.tables(seed, 1)
+    noise_h, noise_v = float(hidden[bases[0], 0]), float(visible[bases[1], 0])
+    v0, W = np.zeros((1, 1), np.float32), np.array([[10.0]], np.float32)  # an active hidden unit adds 10
+    bv = np.array([noise_v - 5.0], np.float32)  # so the visible unit is on exactly when the hidden one is
+    for above, want in ((0.01, 1.0), (-0.01, 0.0)):  # the hidden pre-activation just above or below its noise
+        v, p_v = gibbs_chain(v0, W, bv, np.array([noise_h + above], np.float32), k=1, seed=seed, pool=pool)
+        assert v.numpy().tolist() == [[want]]
+        np.testing.assert_allclose(p_v.numpy(), [[1 / (1 + np.exp(-(noise_v - 5.0 + 10.0 * want)))]], rtol=1e-5)
+    for above, want in ((0.01, 1.0), (-0.01, 0.0)):  # W = 0: the visible pre-activation is its bias alone
+        v, _ = gibbs_chain(v0, 0 * W, np.array([noise_v + above], np.float32), np.zeros(1, np.float32), k=1, seed=seed, pool=pool)
+        assert v.numpy().tolist() == [[want]]
 
 
 def test_gibbs_chain_is_deterministic_in_the_seed_and_checks_k():

@@ -44,8 +44,9 @@ def test_uniform_in_distribution_and_in_every_bit():
 def test_slices_of_a_draw_concatenate_to_the_whole_draw():
     seed = tf.constant([3, 4], tf.int64)
     whole = uniform16(tf.constant([10, 7]), seed).numpy()  # an odd width: slices start at even rows
-    parts = [uniform16(tf.constant([hi - lo, 7]), seed, lo * 7).numpy() for lo, hi in ((0, 4), (4, 6), (6, 10))]
-    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    for cuts in ((0, 4, 6, 10), (0, 3, 5, 10)):  # even starts, and odd ones (21, 35) in the middle of a word
+        parts = [uniform16(tf.constant([hi - lo, 7]), seed, lo * 7).numpy() for lo, hi in zip(cuts, cuts[1:])]
+        np.testing.assert_array_equal(np.concatenate(parts), whole)
     # The logarithms of a slice may round a last bit apart from the whole's (vector and scalar code paths).
     np.testing.assert_allclose(logistic16(tf.constant([6, 7]), seed, 28).numpy(), logistic16(tf.constant([10, 7]), seed).numpy()[4:], rtol=1e-6)
 
@@ -97,12 +98,12 @@ def test_a_steps_pool_noise_depends_on_its_seed_and_shape_alone():
     compiled = tf.function(lambda seed, need: straight.tables(seed, need))
     hidden, _, bases = compiled(tf.constant([7, 4], tf.int64), tf.constant(30))
     np.testing.assert_array_equal(hidden.numpy()[int(bases[0]) : int(bases[0]) + 30], history[4][0])
-    # Steps 0-3 share one table (key [7, 0]), at different base rows; step 4 starts a new one.
-    assert not np.array_equal(history[0][0], history[2][0][:10])
-    first, later = straight.hidden.numpy(), NoisePool(3, 5, rows=64, steps=4)
-    _tables(later, [7, 1], 50)
-    assert np.isin(history[2][0][:, 0], later.hidden.numpy()[:, 0]).all()  # step 2 read the table step 1 read
-    assert not np.isin(first[:, 0], later.hidden.numpy()[:, 0]).any()  # step 4's is another
+    # Steps 0-3 share one table (key [7, 0]), at different base rows; steps 4 and 5 another.
+    assert not np.array_equal(history[0][0][:10], history[2][0])
+    key_1, key_0 = straight.hidden.numpy(), NoisePool(3, 5, rows=64, steps=4)  # the pool now holds key [7, 1]
+    _tables(key_0, [7, 1], 50)
+    assert np.isin(history[2][0][:, 0], key_0.hidden.numpy()[:, 0]).all()  # step 2 read the table step 1 read
+    assert not np.isin(key_1[:, 0], key_0.hidden.numpy()[:, 0]).any()  # steps 4 and 5 read another
 
 
 def test_the_pool_spreads_its_steps_over_the_table():
