@@ -8,7 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["binary_array", "float_array", "pad_batch"]
+__all__ = ["binary_array", "check_positive_int", "float_array", "pad_batch"]
+
+
+def check_positive_int(name: str, value) -> None:
+    """Raise ValueError unless `value` is an int >= 1 (a bool is not)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, but got {value!r}.")
 
 
 def float_array(x: object, name: str, shape_doc: str, ndim: int, dtype: type) -> np.ndarray:

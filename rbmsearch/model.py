@@ -61,10 +61,10 @@ TRUE frames, so the only sequential part is a cheap (B, n_u) @ (n_u, n_u) recurr
 (`tf.scan`); the input projections, the bias projections and the k Gibbs steps of all N real
 frames of the batch run in parallel as big (N, n_v) @ (n_v, n_h) matmuls. Padding is dropped
 before the chain, and `cd_loss` is meant for a plain `tf.function` (on a CPU, XLA's sampler
-was slower, and XLA for the recurrence saved nothing: docs/results.md, 10.6). The chain compares pre-activations with logistic
-noise (no sigmoid), which training reads from a pool shared by 16 steps (`noise.NoisePool`);
-the tanh RNN's gradient is one hand-written reverse scan. Generation is sequential, so there
-XLA wins: the frame loop runs as one compiled program.
+was slower, and XLA for the recurrence saved nothing: docs/results.md, 10.6). The chain
+compares pre-activations with logistic noise (no sigmoid), which training reads from a pool
+shared by 16 steps (`noise.NoisePool`); the tanh RNN's gradient is one hand-written reverse
+scan. Generation is sequential, so there XLA wins: the frame loop runs as one compiled program.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ from dataclasses import dataclass
 import numpy as np
 import tensorflow as tf
 
-from rbmsearch.arrays import pad_batch
+from rbmsearch.arrays import check_positive_int, pad_batch
 from rbmsearch.config import RNN_TYPES, TrainConfig
 from rbmsearch.noise import NoisePool, logistic16, uniform16
 
@@ -120,7 +120,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         for name in ("n_visible", "n_hidden", "n_recurrent"):
-            _check_positive_int(name, getattr(self, name))
+            check_positive_int(name, getattr(self, name))
         if self.rnn not in RNN_TYPES:
             raise ValueError(
                 f"rnn must be one of {', '.join(map(repr, RNN_TYPES))}, but got {self.rnn!r}."
@@ -150,11 +150,6 @@ def _as_seed(seed: Seed) -> tf.Tensor:
             f"of shape {seed.shape}."
         )
     return tf.cast(seed, tf.int64)
-
-
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, but got {value!r}.")
 
 
 def _dot(x: tf.Tensor, w: tf.Tensor, transpose_w: bool = False) -> tf.Tensor:
@@ -208,7 +203,7 @@ def gibbs_chain(v0, W, bv, bh, k: int, seed: Seed, pool: NoisePool | None = None
     P(v = 1 | h_{k-1}) (float32 in (0, 1)), both (..., n_v).
     Not differentiable by design: callers wrap inputs or outputs in `tf.stop_gradient`.
     """
-    _check_positive_int("k (Gibbs steps)", k)
+    check_positive_int("k (Gibbs steps)", k)
     seed = _as_seed(seed)
     v, W, bv, bh = (tf.cast(x, tf.float32) for x in (v0, W, bv, bh))
     rows = tf.shape(v)[:-1]  # (...)
@@ -553,7 +548,7 @@ class RnnRbm(tf.Module):
         the same code eagerly (slow; for tests and debugging).
         """
         for name, value in (("n_samples", n_samples), ("n_steps", n_steps), ("k", k)):
-            _check_positive_int(name, value)
+            check_positive_int(name, value)
         seed = _as_seed(seed)
         cfg = self.config
         state = self.initial_state(n_samples)  # (B, S)

@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from rbmsearch.arrays import check_positive_int
+
 __all__ = ["POOL_STEPS", "NoisePool", "logistic16", "uniform16"]
 
 _GOLDEN = 0x9E3779B9  # 2^32 / golden ratio, odd: index * _GOLDEN spreads counters over the word
@@ -88,8 +90,7 @@ class NoisePool(tf.Module):
     def __init__(self, n_v: int, n_h: int, rows: int, steps: int = POOL_STEPS):
         super().__init__(name="noise_pool")
         for name, value in (("n_v", n_v), ("n_h", n_h), ("rows", rows), ("steps", steps)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"A positive int must be specified for {name}, but got {value!r}.")
+            check_positive_int(name, value)
         self.rows, self.steps = rows, steps
         self.hidden = tf.Variable(tf.zeros((0, n_h)), shape=tf.TensorShape([None, n_h]), trainable=False, name="hidden")
         self.visible = tf.Variable(tf.zeros((0, n_v)), shape=tf.TensorShape([None, n_v]), trainable=False, name="visible")
@@ -108,8 +109,8 @@ class NoisePool(tf.Module):
         bases = tf.random.stateless_uniform((2,), tf.random.experimental.stateless_fold_in(seed, 3), 0, size - need + 1, dtype=tf.int32)
         stale = tf.reduce_any(key != self.key) | (tf.shape(self.hidden)[0] < tf.reduce_max(bases) + need)
 
-        def draw() -> tf.Tensor:  # each table in POOL_PARTS slices of even rows: ops side by side on a CPU's threads
-            cuts = [size * p // POOL_PARTS // 2 * 2 for p in range(POOL_PARTS)] + [size]
+        def draw() -> tf.Tensor:  # each table in POOL_PARTS slices: ops side by side on a CPU's threads
+            cuts = [size * p // POOL_PARTS for p in range(POOL_PARTS + 1)]
             for layer, table in enumerate((self.hidden, self.visible)):
                 n, seed = tf.shape(table)[1], tf.random.experimental.stateless_fold_in(key, layer)
                 parts = [logistic16(tf.stack([hi - lo, n]), seed, lo * n) for lo, hi in zip(cuts, cuts[1:])]

@@ -111,5 +111,5 @@ def test_the_pool_spreads_its_steps_over_the_table():
     bases = np.array([pool.tables(tf.constant([1, i], tf.int64), 100)[2].numpy() for i in range(16)])  # (16, 2)
     assert bases.min() >= 0 and bases.max() <= 900 and len(set(bases[:, 0])) > 12  # uniform over 0 .. 900
     assert np.mean(bases[:, 0] != bases[:, 1]) > 0.9  # each layer's table read from its own base
-    with pytest.raises(ValueError, match="A positive int must be specified for rows, but got 0"):
+    with pytest.raises(ValueError, match="rows must be a positive int, but got 0"):
         NoisePool(2, 4, rows=0)
