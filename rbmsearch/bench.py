@@ -7,7 +7,8 @@ Each benchmark logs progress to stderr and ends with its figures as one JSON lin
 the paper's size and at the default configuration, with their exact FLOPs, the fraction of
 this machine's rate on the model's own products (`rbmsearch.roofline`, best of several
 timings before and after), and with --reference the ratio per CPU-second to another
-implementation run on the same data, alternating. `generate`: generation
+implementation run on the same data, alternating; with --trials N, N trainings side by side in
+their own processes, as a search runs its trials, summed. `generate`: generation
 frames/s, one chain and 16 in a batch. `evaluate`: scoring a test split (AIS, RAISE and the
 sampled accuracy) in frames/s, with its FLOPs and random draws per frame and the share of this
 machine's rate on the same products, and the NLL with its interval. `tune`: Ray Tune's overhead per trial, and concurrent
@@ -24,6 +25,7 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from rbmsearch.console import cli, import_tensorflow
@@ -132,7 +134,7 @@ def select_device(device: str) -> str:
 
 def _epochs(step, rolls, config, epochs: range, n_v: int) -> dict:
     """Train `epochs` epochs through `step`: frames, the FLOPs done (`roofline.train_step_flops`
-    of each batch's real shapes), wall and CPU seconds, and each batch's (frames, B, T)."""
+    of each batch's real shapes), wall and CPU seconds."""
     import numpy as np
     import tensorflow as tf
 
@@ -140,7 +142,6 @@ def _epochs(step, rolls, config, epochs: range, n_v: int) -> dict:
     from rbmsearch.train import minibatches
 
     frames = flops = 0
-    shapes = []
     wall, cpu = time.perf_counter(), time.process_time()
     for e in epochs:
         for i, (v, mask) in enumerate(minibatches(rolls, config, np.random.default_rng([0, e]))):
@@ -148,8 +149,7 @@ def _epochs(step, rolls, config, epochs: range, n_v: int) -> dict:
             n, (b, t) = int(mask.sum()), mask.shape
             frames += n
             flops += train_step_flops(n_v, config.n_hidden, config.n_recurrent, config.cd_k, n, b, t)
-            shapes.append((n, b, t))
-    return {"frames": frames, "flops": flops, "seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu, "shapes": shapes}
+    return {"frames": frames, "flops": flops, "seconds": time.perf_counter() - wall, "cpu_seconds": time.process_time() - cpu}
 
 
 def _reference_run(path: str, pickle_path: str, config, epochs: int) -> dict:
@@ -185,15 +185,10 @@ def _as_pickle(source: str, tmp: Path) -> str:
     return str(path)
 
 
-def _train_figures(config, rolls, epochs: int, runs: int, reference: tuple[str, str] | None) -> dict:
-    """`runs` timed runs of `epochs` epochs at `config` (after a warm-up epoch), alternating with the
-    reference when one is given; the model-shaped limit before and after; the figures."""
-    import statistics
-
-    import numpy as np
-
+def _timed_runs(config, rolls, epochs: int, runs: int, between: Callable[[int], None]) -> list[dict]:
+    """Build `config`'s model and training step, warm it up for an epoch (the trace), then time
+    `runs` runs of `epochs` epochs each (`_epochs`), calling `between(r)` before run r and after the last."""
     from rbmsearch.model import ModelConfig, RnnRbm
-    from rbmsearch.roofline import model_limit_gflops, train_products
     from rbmsearch.train import ParameterAverage, make_optimizer, make_train_step
 
     model = RnnRbm(ModelConfig.of(config), seed=config.seed)
@@ -201,23 +196,112 @@ def _train_figures(config, rolls, epochs: int, runs: int, reference: tuple[str, 
     average = ParameterAverage(model, config.average_epochs * steps_per_epoch) if config.average_epochs else None
     step = make_train_step(model, make_optimizer(config, steps_per_epoch), config, average=average)
     n_v = model.config.n_visible
-    warm = _epochs(step, rolls, config, range(0, 1), n_v)  # trace and warm up
-    n, b, t = sorted(warm["shapes"])[len(warm["shapes"]) // 2]  # the median batch: the model's own shapes
-    products = train_products(n_v, config.n_hidden, config.n_recurrent, config.cd_k, n, b, t)
-    limits = [model_limit_gflops(products)]
-    ours, theirs = [], []
+    _epochs(step, rolls, config, range(0, 1), n_v)  # trace and warm up
+    out = []
     for r in range(runs):
-        ours.append(_epochs(step, rolls, config, range(1 + r * epochs, 1 + (r + 1) * epochs), n_v))
-        if reference is not None:
+        between(r)
+        out.append(_epochs(step, rolls, config, range(1 + r * epochs, 1 + (r + 1) * epochs), n_v))
+    between(runs)
+    return out
+
+
+def _trial_process(source: str, config, epochs: int, runs: int, threads: int, barrier, results) -> None:
+    """One of `--trials` trainings side by side, in its own process: `threads` TF threads, as a
+    search trial with that many CPUs; each run starts with the others' (`barrier`). Puts its runs on `results`."""
+    from rbmsearch.workers import set_tf_threads
+
+    set_tf_threads(threads, 1)
+    rolls = _load_dataset(source).rolls("train")
+    runs_done = _timed_runs(config, rolls, epochs, runs, lambda r: (barrier.wait(), barrier.wait()))  # ready; go
+    results.put(runs_done)
+
+
+def _side_by_side(source: str, config, epochs: int, runs: int, trials: int, threads: int, between: Callable[[int], None]) -> list[dict]:
+    """`trials` trainings of `config` in their own processes, run r of each started together; per run
+    their frames and CPU seconds summed, and its wall seconds from the common start to the last to end."""
+    import multiprocessing
+    import threading
+
+    context = multiprocessing.get_context("spawn")  # fresh interpreters: each sets its own TF threads
+    barrier, results = context.Barrier(trials + 1), context.Queue()
+    processes = [context.Process(target=_trial_process, args=(source, config, epochs, runs, threads, barrier, results), daemon=True) for _ in range(trials)]
+    for p in processes:
+        p.start()
+    ended = threading.Event()
+
+    def watch() -> None:  # a trial that dies would leave the others waiting for it: break the barrier
+        while not ended.wait(1.0):
+            if any(p.exitcode not in (None, 0) for p in processes):
+                barrier.abort()
+                return
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        for r in range(runs + 1):
+            barrier.wait()  # every trial is ready for run r (or has ended the last)
+            between(r)  # the limit and the reference run while the trials wait
+            barrier.wait()  # go
+        per_trial = [results.get(timeout=600) for _ in processes]
+    except Exception as e:
+        codes = [p.exitcode for p in processes]
+        raise BenchError(f"--trials {trials}: a training process failed (exit codes {codes}, {type(e).__name__}); run with --trials 1 to see its error.") from e
+    finally:
+        ended.set()
+        for p in processes:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.kill()
+    # Run r's wall time: every trial's own seconds, as the slowest took them (each measures from its start).
+    return [
+        {"frames": sum(t[r]["frames"] for t in per_trial), "flops": sum(t[r]["flops"] for t in per_trial), "cpu_seconds": sum(t[r]["cpu_seconds"] for t in per_trial), "seconds": max(t[r]["seconds"] for t in per_trial)}
+        for r in range(runs)
+    ]
+
+
+def _median_batch(rolls, config) -> tuple[int, int, int]:
+    """The model's own shapes: (frames, sequences, steps) of the median batch of an epoch."""
+    import numpy as np
+
+    from rbmsearch.train import minibatches
+
+    shapes = sorted((int(mask.sum()), *mask.shape) for _, mask in minibatches(rolls, config, np.random.default_rng([0, 0])))
+    return shapes[len(shapes) // 2]
+
+
+def _train_figures(config, rolls, epochs: int, runs: int, reference: tuple[str, str] | None, trials: tuple[int, int, str] | None = None) -> dict:
+    """`runs` timed runs of `epochs` epochs at `config` (after a warm-up epoch), alternating with the
+    reference when one is given; the model-shaped limit before and after; the figures. `trials`
+    (count, threads each, source): that many trainings side by side, their figures summed."""
+    import statistics
+
+    import numpy as np
+
+    from rbmsearch.model import ModelConfig
+    from rbmsearch.roofline import model_limit_gflops, train_products
+
+    n_v = ModelConfig.of(config).n_visible
+    n, b, t = _median_batch(rolls, config)
+    products = train_products(n_v, config.n_hidden, config.n_recurrent, config.cd_k, n, b, t)
+    limits, theirs = [], []
+
+    def between(r: int) -> None:  # the limit before the first run and after the last; the reference after each run
+        if r == 0 or r == runs:
+            limits.append(model_limit_gflops(products))
+        if r > 0 and reference is not None:
             theirs.append(_reference_run(*reference, config, epochs))
-    limits.append(model_limit_gflops(products))
+
+    if trials is None:
+        ours = _timed_runs(config, rolls, epochs, runs, between)
+    else:
+        count, threads, source = trials
+        ours = _side_by_side(source, config, epochs, runs, count, threads, between)
     limit = max(limits)
     fps = [o["frames"] / o["seconds"] for o in ours]
     gflops = [o["flops"] / o["seconds"] / 1e9 for o in ours]
     median = int(np.argsort(fps)[runs // 2])  # the run whose frames/s is the median
     figures = {
         "config": {k: getattr(config, k) for k in ("n_hidden", "n_recurrent", "rnn", "cd_k", "window", "batch_size")},
-        "frames_per_epoch": ours[0]["frames"] // epochs,
+        "frames_per_epoch": ours[0]["frames"] // epochs // (trials[0] if trials else 1),
         "frames_per_s": round(fps[median]),
         "frames_per_s_runs": [round(f) for f in fps],
         "frames_per_cpu_s": round(ours[median]["frames"] / ours[median]["cpu_seconds"]),
@@ -259,17 +343,22 @@ def bench_train(args: argparse.Namespace) -> dict:
 
     if args.reference and not Path(args.reference).is_file():
         raise BenchError(f"--reference {args.reference}: no such file; pass the path of the reference training script.")
+    if args.trials < 1:
+        raise BenchError(f"--trials must be at least 1, but got {args.trials}.")
     threads, op_threads = _set_threads(args)
     devices = select_device(args.device)
     rolls = _load_dataset(args.source).rolls("train")
     paper = TrainConfig(**PAPER_SIZE).with_overrides(args.set)
+    # With --trials N the limit is this process's (all --threads), and each training gets an Nth of them.
+    trials = (args.trials, max(1, threads // args.trials), args.source) if args.trials > 1 else None
     with tempfile.TemporaryDirectory(prefix="rbmsearch-bench-") as tmp:
         reference = (args.reference, _as_pickle(args.source, Path(tmp))) if args.reference else None
         figures = {"source": args.source, "device": args.device, "threads": threads, "op_threads": op_threads, "runs": args.runs, "epochs_per_run": args.epochs}
+        figures.update({"trials": args.trials, "threads_per_trial": trials[1] if trials else threads})
         figures["noise_pool_steps"] = POOL_STEPS  # training steps that share one table of the chain's noise (rbmsearch.noise)
-        figures.update(_train_figures(paper, rolls, args.epochs, args.runs, reference))
+        figures.update(_train_figures(paper, rolls, args.epochs, args.runs, reference, trials))
         if not args.paper_only:
-            figures["default_config"] = _train_figures(TrainConfig(), rolls, args.epochs, args.runs, None)
+            figures["default_config"] = _train_figures(TrainConfig(), rolls, args.epochs, args.runs, None, trials)
     figures["devices"] = devices
     return figures
 
@@ -483,6 +572,7 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--reference", metavar="PATH", help="a reference training script to run on the same data, alternating (e.g. the TF-1 RNN-RBM)")
     train.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="gpu: refuse when none is visible; cpu: hide the GPUs")
     train.add_argument("--paper-only", action="store_true", help="skip the default configuration")
+    train.add_argument("--trials", type=int, default=1, help="trainings side by side, one process each on an Nth of --threads, as a search runs its trials; figures summed over them")
     _thread_arguments(train)
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrainConfig field of the paper-size run")
     generate = commands.add_parser("generate", help="generation throughput")

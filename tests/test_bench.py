@@ -115,6 +115,26 @@ def test_bench_train_reports_both_configurations_and_the_reference_ratio(tmp_pat
 
 
 @pytest.mark.slow
+def test_bench_train_runs_trials_side_by_side_and_sums_their_figures(toy_parquet):
+    """--trials 2: two trainings in their own processes, one thread each, as a search on 2 CPUs runs them."""
+    command = [sys.executable, "-m", "rbmsearch.bench", "train", "--source", str(toy_parquet), "--epochs", "1", "--runs", "2", "--threads", "2", "--paper-only", "--set", "cd_k=2"]  # fmt: skip
+    single = json.loads(subprocess.run(command, capture_output=True, text=True, timeout=600, check=True).stdout.splitlines()[-1])
+    out = subprocess.run([*command, "--trials", "2"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    both = json.loads(out.stdout.splitlines()[-1])
+    assert (both["trials"], both["threads_per_trial"], single["trials"], single["threads_per_trial"]) == (2, 1, 1, 2)
+    # Each trial trains the same epochs as the single run; the figures are per trial where they say so, else summed.
+    assert both["frames_per_epoch"] == single["frames_per_epoch"] and both["mflop_per_frame"] == single["mflop_per_frame"]
+    assert both["frames_per_s"] in both["frames_per_s_runs"] and len(both["frames_per_s_runs"]) == 2
+    assert both["roofline_fraction"] == pytest.approx(both["achieved_gflops"] / both["limit_gflops"], abs=0.002)
+    assert both["limit_shape"] == single["limit_shape"] and "default_config" not in both
+    from rbmsearch.bench import main as bench_main
+
+    with pytest.raises(SystemExit, match="--trials must be at least 1, but got 0"):
+        bench_main(["train", "--source", str(toy_parquet), "--trials", "0"])
+
+
+@pytest.mark.slow
 def test_bench_generate_runs_its_ops_side_by_side_and_reports_the_layout():
     command = [sys.executable, "-m", "rbmsearch.bench", "generate", "--device", "cpu", "--steps", "4", "--k", "2", "--repeats", "1", "--set", "n_hidden=16", "--set", "n_recurrent=8"]
     out = subprocess.run([*command, "--threads", "2"], capture_output=True, text=True, timeout=300)
