@@ -197,8 +197,8 @@ def gibbs_chain(v0, W, bv, bh, k: int, seed: Seed, pool: NoisePool | None = None
     unrolled into the graph); seed: an int or a (2,) int tensor. Every row is its own chain.
     A unit is on when its pre-activation exceeds logistic noise (`noise.logistic16`): a
     Bernoulli draw at sigmoid(pre-activation), without the sigmoid. The noise is drawn from
-    `seed`, or with `pool` read from its tables (`NoisePool.tables`): step s of R rows reads
-    rows base + s R .. base + (s + 1) R - 1 of each layer's table, its base drawn from `seed`.
+    `seed`, or with `pool` read from its tables (`NoisePool.tables`): step s reads a window
+    of as many rows as the chains from a slot of each layer's table that `seed` picks.
     Returns (v_k, p_k): the k-th sample (float32 0/1) and its mean field
     P(v = 1 | h_{k-1}) (float32 in (0, 1)), both (..., n_v).
     Not differentiable by design: callers wrap inputs or outputs in `tf.stop_gradient`.
@@ -215,18 +215,20 @@ def gibbs_chain(v0, W, bv, bh, k: int, seed: Seed, pool: NoisePool | None = None
             return logistic16(tf.concat([rows, [(n_h, n_v)[layer]]], 0), seeds[2 * step + layer])
     else:
         count = tf.reduce_prod(rows)
-        hidden, visible, bases = pool.tables(seed, k * count)
+        hidden, visible, starts = pool.tables(seed, count, k)
 
         def noise(step: int, layer: int) -> tf.Tensor:
-            start = bases[layer] + step * count
+            start = starts[layer, step]
             window = (hidden, visible)[layer][start : start + count]  # (R, n)
             return tf.reshape(window, tf.concat([rows, [(n_h, n_v)[layer]]], 0))
 
+    # x + b > L as x > L - b: the thresholds do not wait for the products, so they are
+    # ready before them, beside the chain, and each step runs a product, a comparison and a cast.
     for step in range(k):
-        h = tf.cast(_dot(v, W) + bh > noise(step, 0), tf.float32)  # h_j ~ Bernoulli(P(h_j = 1 | v))
-        pre_v = _dot(h, W, transpose_w=True) + bv  # (..., n_v)
-        v = tf.cast(pre_v > noise(step, 1), tf.float32)
-    return v, tf.sigmoid(pre_v)  # a compiled graph that does not use the mean field prunes it
+        h = tf.cast(_dot(v, W) > noise(step, 0) - bh, tf.float32)  # h_j ~ Bernoulli(P(h_j = 1 | v))
+        top = _dot(h, W, transpose_w=True)  # (..., n_v), the visible pre-activation less bv
+        v = tf.cast(top > noise(step, 1) - bv, tf.float32)
+    return v, tf.sigmoid(top + bv)  # a compiled graph that does not use the mean field prunes it
 
 
 def long_gibbs_chain(v0, W, bv, bh, k, seed: Seed) -> tf.Tensor:

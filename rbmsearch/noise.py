@@ -74,16 +74,20 @@ class NoisePool(tf.Module):
 
     A CD-k step on N frames reads k windows of N rows for each layer: drawing them costs more
     than the chain's products (docs/results.md, 10.6). So `steps` consecutive steps share one
-    table of `rows` rows: each step reads its k N rows one after another from a base row drawn
-    from its own seed (one for each layer's table, so that two chains that share one layer's noise
-    rarely share the other's), so within a step no row serves twice, and a row serves about
-    `steps` k N / `rows` steps in all before the table is drawn again.
+    table of `rows` rows, cut into 2k slots. A step reads the window of its chain's step s from
+    a slot of its own, drawn from its seed for each layer and each s: k slots of the 2k, all
+    different, at a random row inside the slot where the window is shorter than the slot.
+    So within a step no row serves twice, and two steps rarely share the noise of two
+    consecutive chain steps: chains that shared the noise of every step, as reading k windows
+    one after another from one base row did, fall into the same states from different starts,
+    and their steps' negative samples stop being independent (docs/results.md, 10.7). A row
+    serves about `steps` k N / `rows` steps in all before the table is drawn again.
     The table is keyed by [seed[0], seed[1] // steps] and every row's uniforms are a pure function
     of the key and the row's index, so a step's noise depends on its seed and shape only (up to a
     last bit of a logarithm when a step grows the table): eager and compiled runs, and resumed and
     straight runs, give the same draws.
 
-    n_v, n_h: the RBM's sizes. A step that reads more than half the table grows it to twice its need.
+    n_v, n_h: the RBM's sizes. A step whose k windows fill more than half the table grows it to twice their rows.
     The table is not checkpointed: a step rebuilds it from the key when it needs it.
     """
 
@@ -96,18 +100,24 @@ class NoisePool(tf.Module):
         self.visible = tf.Variable(tf.zeros((0, n_v)), shape=tf.TensorShape([None, n_v]), trainable=False, name="visible")
         self.key = tf.Variable(tf.constant([-1, -1], tf.int64), trainable=False, name="key")  # no seed gives it
 
-    def tables(self, seed, need) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """The tables for a step with `seed` ((2,) int64) that reads `need` rows of each.
+    def tables(self, seed, count, k: int) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """The tables for a step with `seed` ((2,) int64) whose chain of k steps (a Python int)
+        runs on `count` rows.
 
-        Returns (hidden (R, n_h), visible (R, n_v), bases (2,) int32): the step reads rows
-        bases[0] .. bases[0] + need - 1 of the hidden table and from bases[1] of the visible one.
-        Draws the tables again when the key changes, or when they are too short.
+        Returns (hidden (R, n_h), visible (R, n_v), starts (2, k) int32): chain step s reads
+        rows starts[0, s] .. starts[0, s] + count - 1 of the hidden table, and from starts[1, s]
+        of the visible one. Draws the tables again when the key changes, or when they are too short.
         """
-        seed, need = tf.cast(seed, tf.int64), tf.cast(need, tf.int32)
+        check_positive_int("k (Gibbs steps)", k)
+        seed, count = tf.cast(seed, tf.int64), tf.cast(count, tf.int32)
         key = tf.stack([seed[0], seed[1] // self.steps])
-        size = tf.maximum(self.rows, 2 * need)  # a step larger than half the table grows it: its base rows still vary
-        bases = tf.random.stateless_uniform((2,), tf.random.experimental.stateless_fold_in(seed, 3), 0, size - need + 1, dtype=tf.int32)
-        stale = tf.reduce_any(key != self.key) | (tf.shape(self.hidden)[0] < tf.reduce_max(bases) + need)
+        size = tf.maximum(self.rows, 2 * k * count)  # a larger step grows the table: its slots still vary
+        width = size // (2 * k)  # a slot's rows, at least count
+        draw_seed = tf.random.experimental.stateless_fold_in(seed, 3)
+        slots = tf.argsort(tf.random.stateless_uniform((2, 2 * k), draw_seed), axis=-1)[:, :k]  # k different slots a layer
+        offsets = tf.random.stateless_uniform((2, k), tf.random.experimental.stateless_fold_in(draw_seed, 1), 0, width - count + 1, dtype=tf.int32)
+        starts = tf.cast(slots, tf.int32) * width + offsets  # (2, k)
+        stale = tf.reduce_any(key != self.key) | (tf.shape(self.hidden)[0] < size)
 
         def draw() -> tf.Tensor:  # each table in POOL_PARTS slices: ops side by side on a CPU's threads
             cuts = [size * p // POOL_PARTS for p in range(POOL_PARTS + 1)]
@@ -119,4 +129,4 @@ class NoisePool(tf.Module):
             return tf.constant(True)
 
         with tf.control_dependencies([tf.cond(stale, draw, lambda: tf.constant(False))]):
-            return tf.identity(self.hidden), tf.identity(self.visible), bases
+            return tf.identity(self.hidden), tf.identity(self.visible), starts

@@ -218,8 +218,8 @@ def test_the_chain_samples_above_logistic_noise():
     """A unit is on when its pre-activation exceeds the pool's noise: the hidden layer's, seen
     through a visible unit that copies it, and the visible layer's alone."""
     pool, seed = NoisePool(1, 1, rows=1), tf.constant([0, 0], tf.int64)
-    hidden, visible, bases = pool.tables(seed, 1)
-    noise_h, noise_v = float(hidden[bases[0], 0]), float(visible[bases[1], 0])
+    hidden, visible, starts = pool.tables(seed, 1, 1)
+    noise_h, noise_v = float(hidden[starts[0, 0], 0]), float(visible[starts[1, 0], 0])
     v0, W = np.zeros((1, 1), np.float32), np.array([[10.0]], np.float32)  # an active hidden unit adds 10
     bv = np.array([noise_v - 5.0], np.float32)  # so the visible unit is on exactly when the hidden one is
     for above, want in ((0.01, 1.0), (-0.01, 0.0)):  # the hidden pre-activation just above or below its noise

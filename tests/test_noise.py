@@ -80,36 +80,46 @@ def test_logistic_noise_samples_exactly_the_units_the_uniforms_do():
     assert abs(noise.mean()) < 0.02 and abs(noise.var() - np.pi**2 / 3) < 0.05  # the logistic distribution
 
 
-def _tables(pool: NoisePool, seed, need: int):
-    hidden, visible, bases = pool.tables(tf.constant(seed, tf.int64), need)
-    h, v = (int(x) for x in bases)
-    assert 0 <= min(h, v) and max(h, v) + need <= hidden.shape[0] == visible.shape[0]
-    return hidden.numpy()[h : h + need], visible.numpy()[v : v + need]
+def _windows(pool: NoisePool, seed, count: int, k: int) -> list[np.ndarray]:
+    """The rows a step's chain of k steps on `count` rows reads, hidden and visible, in the chain's order."""
+    hidden, visible, starts = pool.tables(tf.constant(seed, tf.int64), count, k)
+    starts = starts.numpy()
+    assert starts.shape == (2, k) and starts.min() >= 0 and starts.max() + count <= hidden.shape[0] == visible.shape[0]
+    return [np.concatenate([table.numpy()[s : s + count] for s in row]) for table, row in zip((hidden, visible), starts)]
 
 
 def test_a_steps_pool_noise_depends_on_its_seed_and_shape_alone():
     straight, resumed = NoisePool(3, 5, rows=64, steps=4), NoisePool(3, 5, rows=64, steps=4)
-    history = [_tables(straight, [7, i], need) for i, need in enumerate((20, 50, 10, 90, 30, 30))]  # 90 > rows: the table grows
-    for i, need in enumerate((20, 50, 10, 90, 30, 30)):  # a fresh pool (a resumed run) draws each step's rows again
+    counts = (10, 25, 5, 45, 15, 15)  # CD-2: 2 x 2 x 25 > 64 rows, and 2 x 2 x 45: the table grows
+    history = [_windows(straight, [7, i], count, 2) for i, count in enumerate(counts)]
+    for i, count in enumerate(counts):  # a fresh pool (a resumed run) draws each step's rows again
         if i in (0, 3, 5):
             resumed = NoisePool(3, 5, rows=64, steps=4)
-        for got, want in zip(_tables(resumed, [7, i], need), history[i]):
+        for got, want in zip(_windows(resumed, [7, i], count, 2), history[i]):
             np.testing.assert_array_equal(got, want)
-    compiled = tf.function(lambda seed, need: straight.tables(seed, need))
-    hidden, _, bases = compiled(tf.constant([7, 4], tf.int64), tf.constant(30))
-    np.testing.assert_array_equal(hidden.numpy()[int(bases[0]) : int(bases[0]) + 30], history[4][0])
-    # Steps 0-3 share one table (key [7, 0]), at different base rows; steps 4 and 5 another.
+    compiled = tf.function(lambda seed, count: straight.tables(seed, count, 2))
+    hidden, _, starts = compiled(tf.constant([7, 4], tf.int64), tf.constant(15))
+    got = np.concatenate([hidden.numpy()[s : s + 15] for s in starts.numpy()[0]])
+    np.testing.assert_array_equal(got, history[4][0])
+    # Steps 0-3 share one table (key [7, 0]), in different places; steps 4 and 5 another.
     assert not np.array_equal(history[0][0][:10], history[2][0])
     key_1, key_0 = straight.hidden.numpy(), NoisePool(3, 5, rows=64, steps=4)  # the pool now holds key [7, 1]
-    _tables(key_0, [7, 1], 50)
+    _windows(key_0, [7, 1], 25, 2)
     assert np.isin(history[2][0][:, 0], key_0.hidden.numpy()[:, 0]).all()  # step 2 read the table step 1 read
     assert not np.isin(key_1[:, 0], key_0.hidden.numpy()[:, 0]).any()  # steps 4 and 5 read another
 
 
 def test_the_pool_spreads_its_steps_over_the_table():
-    pool = NoisePool(2, 4, rows=1000, steps=16)
-    bases = np.array([pool.tables(tf.constant([1, i], tf.int64), 100)[2].numpy() for i in range(16)])  # (16, 2)
-    assert bases.min() >= 0 and bases.max() <= 900 and len(set(bases[:, 0])) > 12  # uniform over 0 .. 900
-    assert np.mean(bases[:, 0] != bases[:, 1]) > 0.9  # each layer's table read from its own base
+    k, count, pool = 15, 90, NoisePool(2, 4, rows=3000, steps=16)  # 30 slots of 100 rows
+    starts = np.array([pool.tables(tf.constant([1, i], tf.int64), count, k)[2].numpy() for i in range(16)])  # (16, 2, k)
+    slots, inside = starts // 100, starts % 100
+    assert inside.max() + count <= 100 and len(np.unique(inside)) > 5  # a window inside its slot, at a varying row
+    assert all(len(set(row)) == k for row in slots.reshape(-1, k))  # within a step no slot, so no row, serves twice
+    assert np.mean(starts[:, 0] != starts[:, 1]) > 0.9 and len(np.unique(starts[:, 0])) > 100  # the layers' own windows, spread
+    # Two steps rarely read the same slots for two consecutive chain steps (chains with the same
+    # noise for several steps would fall into the same states): about 1 in 60 places, by chance.
+    pairs = [set(zip(row[:-1], row[1:])) for row in slots[:, 0]]
+    shared = [len(pairs[i] & pairs[j]) / (k - 1) for i in range(16) for j in range(i)]
+    assert np.mean(shared) < 0.05
     with pytest.raises(ValueError, match="rows must be a positive int, but got 0"):
         NoisePool(2, 4, rows=0)
