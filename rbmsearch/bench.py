@@ -205,18 +205,19 @@ def _timed_runs(config, rolls, epochs: int, runs: int, between: Callable[[int], 
     return out
 
 
-def _trial_process(source: str, config, epochs: int, runs: int, threads: int, barrier, results) -> None:
+def _trial_process(source: str, config, epochs: int, runs: int, threads: int, device: str, barrier, results) -> None:
     """One of `--trials` trainings side by side, in its own process: `threads` TF threads, as a
-    search trial with that many CPUs; each run starts with the others' (`barrier`). Puts its runs on `results`."""
+    search trial with that many CPUs, on `device`; each run starts with the others' (`barrier`). Puts its runs on `results`."""
     from rbmsearch.workers import set_tf_threads
 
     set_tf_threads(threads, 1)
+    select_device(device)
     rolls = _load_dataset(source).rolls("train")
     runs_done = _timed_runs(config, rolls, epochs, runs, lambda r: (barrier.wait(), barrier.wait()))  # ready; go
     results.put(runs_done)
 
 
-def _side_by_side(source: str, config, epochs: int, runs: int, trials: int, threads: int, between: Callable[[int], None]) -> list[dict]:
+def _side_by_side(source: str, device: str, config, epochs: int, runs: int, trials: int, threads: int, between: Callable[[int], None]) -> list[dict]:
     """`trials` trainings of `config` in their own processes, run r of each started together; per run
     their frames and CPU seconds summed, and its wall seconds from the common start to the last to end."""
     import multiprocessing
@@ -224,7 +225,7 @@ def _side_by_side(source: str, config, epochs: int, runs: int, trials: int, thre
 
     context = multiprocessing.get_context("spawn")  # fresh interpreters: each sets its own TF threads
     barrier, results = context.Barrier(trials + 1), context.Queue()
-    processes = [context.Process(target=_trial_process, args=(source, config, epochs, runs, threads, barrier, results), daemon=True) for _ in range(trials)]
+    processes = [context.Process(target=_trial_process, args=(source, config, epochs, runs, threads, device, barrier, results), daemon=True) for _ in range(trials)]
     for p in processes:
         p.start()
     ended = threading.Event()
@@ -268,10 +269,10 @@ def _median_batch(rolls, config) -> tuple[int, int, int]:
     return shapes[len(shapes) // 2]
 
 
-def _train_figures(config, rolls, epochs: int, runs: int, reference: tuple[str, str] | None, trials: tuple[int, int, str] | None = None) -> dict:
+def _train_figures(config, rolls, epochs: int, runs: int, reference: tuple[str, str] | None, trials: tuple[int, int, str, str] | None = None) -> dict:
     """`runs` timed runs of `epochs` epochs at `config` (after a warm-up epoch), alternating with the
     reference when one is given; the model-shaped limit before and after; the figures. `trials`
-    (count, threads each, source): that many trainings side by side, their figures summed."""
+    (count, threads each, source, device): that many trainings side by side, their figures summed."""
     import statistics
 
     import numpy as np
@@ -293,8 +294,8 @@ def _train_figures(config, rolls, epochs: int, runs: int, reference: tuple[str, 
     if trials is None:
         ours = _timed_runs(config, rolls, epochs, runs, between)
     else:
-        count, threads, source = trials
-        ours = _side_by_side(source, config, epochs, runs, count, threads, between)
+        count, threads, source, device = trials
+        ours = _side_by_side(source, device, config, epochs, runs, count, threads, between)
     limit = max(limits)
     fps = [o["frames"] / o["seconds"] for o in ours]
     gflops = [o["flops"] / o["seconds"] / 1e9 for o in ours]
@@ -350,7 +351,7 @@ def bench_train(args: argparse.Namespace) -> dict:
     rolls = _load_dataset(args.source).rolls("train")
     paper = TrainConfig(**PAPER_SIZE).with_overrides(args.set)
     # With --trials N the limit is this process's (all --threads), and each training gets an Nth of them.
-    trials = (args.trials, max(1, threads // args.trials), args.source) if args.trials > 1 else None
+    trials = (args.trials, max(1, threads // args.trials), args.source, args.device) if args.trials > 1 else None
     with tempfile.TemporaryDirectory(prefix="rbmsearch-bench-") as tmp:
         reference = (args.reference, _as_pickle(args.source, Path(tmp))) if args.reference else None
         figures = {"source": args.source, "device": args.device, "threads": threads, "op_threads": op_threads, "runs": args.runs, "epochs_per_run": args.epochs}

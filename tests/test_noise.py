@@ -117,7 +117,7 @@ def test_the_pool_spreads_its_steps_over_the_table():
     assert all(len(set(row)) == k for row in slots.reshape(-1, k))  # within a step no slot, so no row, serves twice
     assert np.mean(starts[:, 0] != starts[:, 1]) > 0.9 and len(np.unique(starts[:, 0])) > 100  # the layers' own windows, spread
     # Two steps rarely read the same slots for two consecutive chain steps (chains with the same
-    # noise for several steps would fall into the same states): about 1 in 60 places, by chance.
+    # noise for several steps would fall into the same states): about 1 in 50 places, by chance.
     pairs = [set(zip(row[:-1], row[1:])) for row in slots[:, 0]]
     shared = [len(pairs[i] & pairs[j]) / (k - 1) for i in range(16) for j in range(i)]
     assert np.mean(shared) < 0.05
