@@ -26,6 +26,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from rbmsearch.console import cli, import_tensorflow
@@ -205,34 +206,49 @@ def _timed_runs(config, rolls, epochs: int, runs: int, between: Callable[[int], 
     return out
 
 
-def _trial_process(source: str, config, epochs: int, runs: int, threads: int, device: str, barrier, results) -> None:
-    """One of `--trials` trainings side by side, in its own process: `threads` TF threads, as a
-    search trial with that many CPUs, on `device`; each run starts with the others' (`barrier`). Puts its runs on `results`."""
+@dataclass(frozen=True)
+class SideBySide:
+    """`bench train --trials`: `count` trainings in their own processes, each on `threads` TF threads
+    (ops on `op_threads` each) and `device`, reading `source`."""
+
+    count: int
+    threads: int
+    op_threads: int
+    source: str
+    device: str
+
+
+def _trial_process(trials: SideBySide, config, epochs: int, runs: int, barrier, results) -> None:
+    """One of `trials` in its own process, as a search trial with that many CPUs; each run starts
+    with the others' (`barrier`: ready, then go). Puts its runs on `results`."""
     from rbmsearch.workers import set_tf_threads
 
-    set_tf_threads(threads, 1)
-    select_device(device)
-    rolls = _load_dataset(source).rolls("train")
-    runs_done = _timed_runs(config, rolls, epochs, runs, lambda r: (barrier.wait(), barrier.wait()))  # ready; go
-    results.put(runs_done)
+    set_tf_threads(trials.threads, trials.op_threads)
+    select_device(trials.device)
+    rolls = _load_dataset(trials.source).rolls("train")
+    results.put(_timed_runs(config, rolls, epochs, runs, lambda r: (barrier.wait(), barrier.wait())))
 
 
-def _side_by_side(source: str, device: str, config, epochs: int, runs: int, trials: int, threads: int, between: Callable[[int], None]) -> list[dict]:
-    """`trials` trainings of `config` in their own processes, run r of each started together; per run
-    their frames and CPU seconds summed, and its wall seconds from the common start to the last to end."""
+def _side_by_side(trials: SideBySide, config, epochs: int, runs: int, between: Callable[[int], None]) -> list[dict]:
+    """The trainings of `trials`, run r of each started together, `between(r)` while they wait; per
+    run their frames, FLOPs and CPU seconds summed, and the seconds of the slowest (each times its own run)."""
     import multiprocessing
+    import queue
     import threading
 
     context = multiprocessing.get_context("spawn")  # fresh interpreters: each sets its own TF threads
-    barrier, results = context.Barrier(trials + 1), context.Queue()
-    processes = [context.Process(target=_trial_process, args=(source, config, epochs, runs, threads, device, barrier, results), daemon=True) for _ in range(trials)]
+    barrier, results = context.Barrier(trials.count + 1), context.Queue()
+    processes = [context.Process(target=_trial_process, args=(trials, config, epochs, runs, barrier, results), daemon=True) for _ in range(trials.count)]
     for p in processes:
         p.start()
     ended = threading.Event()
 
+    def failed() -> bool:
+        return any(p.exitcode not in (None, 0) for p in processes)
+
     def watch() -> None:  # a trial that dies would leave the others waiting for it: break the barrier
         while not ended.wait(1.0):
-            if any(p.exitcode not in (None, 0) for p in processes):
+            if failed():
                 barrier.abort()
                 return
 
@@ -242,17 +258,23 @@ def _side_by_side(source: str, device: str, config, epochs: int, runs: int, tria
             barrier.wait()  # every trial is ready for run r (or has ended the last)
             between(r)  # the limit and the reference run while the trials wait
             barrier.wait()  # go
-        per_trial = [results.get(timeout=600) for _ in processes]
-    except Exception as e:
+        per_trial = []
+        while len(per_trial) < trials.count:
+            try:
+                per_trial.append(results.get(timeout=1.0))
+            except queue.Empty:
+                if failed():
+                    raise
+    except (threading.BrokenBarrierError, queue.Empty) as e:
         codes = [p.exitcode for p in processes]
-        raise BenchError(f"--trials {trials}: a training process failed (exit codes {codes}, {type(e).__name__}); run with --trials 1 to see its error.") from e
-    finally:
+        raise BenchError(f"--trials {trials.count}: a training process failed (exit codes {codes}); run with --trials 1 to see its error.") from e
+    finally:  # on any error here too (the reference's, Ctrl-C): release the trials, then end them
         ended.set()
+        barrier.abort()
         for p in processes:
             p.join(timeout=60)
             if p.is_alive():
                 p.kill()
-    # Run r's wall time: every trial's own seconds, as the slowest took them (each measures from its start).
     return [
         {"frames": sum(t[r]["frames"] for t in per_trial), "flops": sum(t[r]["flops"] for t in per_trial), "cpu_seconds": sum(t[r]["cpu_seconds"] for t in per_trial), "seconds": max(t[r]["seconds"] for t in per_trial)}
         for r in range(runs)
@@ -269,10 +291,10 @@ def _median_batch(rolls, config) -> tuple[int, int, int]:
     return shapes[len(shapes) // 2]
 
 
-def _train_figures(config, rolls, epochs: int, runs: int, reference: tuple[str, str] | None, trials: tuple[int, int, str, str] | None = None) -> dict:
+def _train_figures(config, rolls, epochs: int, runs: int, reference: tuple[str, str] | None, trials: SideBySide | None = None) -> dict:
     """`runs` timed runs of `epochs` epochs at `config` (after a warm-up epoch), alternating with the
-    reference when one is given; the model-shaped limit before and after; the figures. `trials`
-    (count, threads each, source, device): that many trainings side by side, their figures summed."""
+    reference when one is given; the model-shaped limit before and after; the figures. With
+    `trials`, that many trainings side by side, their figures summed."""
     import statistics
 
     import numpy as np
@@ -285,24 +307,23 @@ def _train_figures(config, rolls, epochs: int, runs: int, reference: tuple[str, 
     products = train_products(n_v, config.n_hidden, config.n_recurrent, config.cd_k, n, b, t)
     limits, theirs = [], []
 
-    def between(r: int) -> None:  # the limit before the first run and after the last; the reference after each run
-        if r == 0 or r == runs:
-            limits.append(model_limit_gflops(products))
+    def between(r: int) -> None:  # the reference after each run; the limit before the first run and after all
         if r > 0 and reference is not None:
             theirs.append(_reference_run(*reference, config, epochs))
+        if r == 0 or r == runs:
+            limits.append(model_limit_gflops(products))
 
     if trials is None:
         ours = _timed_runs(config, rolls, epochs, runs, between)
     else:
-        count, threads, source, device = trials
-        ours = _side_by_side(source, device, config, epochs, runs, count, threads, between)
+        ours = _side_by_side(trials, config, epochs, runs, between)
     limit = max(limits)
     fps = [o["frames"] / o["seconds"] for o in ours]
     gflops = [o["flops"] / o["seconds"] / 1e9 for o in ours]
     median = int(np.argsort(fps)[runs // 2])  # the run whose frames/s is the median
     figures = {
         "config": {k: getattr(config, k) for k in ("n_hidden", "n_recurrent", "rnn", "cd_k", "window", "batch_size")},
-        "frames_per_epoch": ours[0]["frames"] // epochs // (trials[0] if trials else 1),
+        "frames_per_epoch": ours[0]["frames"] // epochs // (trials.count if trials else 1),
         "frames_per_s": round(fps[median]),
         "frames_per_s_runs": [round(f) for f in fps],
         "frames_per_cpu_s": round(ours[median]["frames"] / ours[median]["cpu_seconds"]),
@@ -351,11 +372,11 @@ def bench_train(args: argparse.Namespace) -> dict:
     rolls = _load_dataset(args.source).rolls("train")
     paper = TrainConfig(**PAPER_SIZE).with_overrides(args.set)
     # With --trials N the limit is this process's (all --threads), and each training gets an Nth of them.
-    trials = (args.trials, max(1, threads // args.trials), args.source, args.device) if args.trials > 1 else None
+    trials = SideBySide(args.trials, max(1, threads // args.trials), op_threads, args.source, args.device) if args.trials > 1 else None
     with tempfile.TemporaryDirectory(prefix="rbmsearch-bench-") as tmp:
         reference = (args.reference, _as_pickle(args.source, Path(tmp))) if args.reference else None
         figures = {"source": args.source, "device": args.device, "threads": threads, "op_threads": op_threads, "runs": args.runs, "epochs_per_run": args.epochs}
-        figures.update({"trials": args.trials, "threads_per_trial": trials[1] if trials else threads})
+        figures.update({"trials": args.trials, "threads_per_trial": trials.threads if trials else threads})
         figures["noise_pool_steps"] = POOL_STEPS  # training steps that share one table of the chain's noise (rbmsearch.noise)
         figures.update(_train_figures(paper, rolls, args.epochs, args.runs, reference, trials))
         if not args.paper_only:
