@@ -209,27 +209,25 @@ def _timed_runs(config, rolls, epochs: int, runs: int, between: Callable[[int], 
 @dataclass(frozen=True)
 class SideBySide:
     """`bench train --trials`: `count` trainings in their own processes, each on `threads` TF threads
-    (ops on `op_threads` each) and `device`, reading `source`."""
+    (ops on `op_threads` each) and `device`."""
 
     count: int
     threads: int
     op_threads: int
-    source: str
     device: str
 
 
-def _trial_process(trials: SideBySide, config, epochs: int, runs: int, barrier, results) -> None:
+def _trial_process(trials: SideBySide, config, rolls, epochs: int, runs: int, barrier, results) -> None:
     """One of `trials` in its own process, as a search trial with that many CPUs; each run starts
     with the others' (`barrier`: ready, then go). Puts its runs on `results`."""
     from rbmsearch.workers import set_tf_threads
 
     set_tf_threads(trials.threads, trials.op_threads)
     select_device(trials.device)
-    rolls = _load_dataset(trials.source).rolls("train")
     results.put(_timed_runs(config, rolls, epochs, runs, lambda r: (barrier.wait(), barrier.wait())))
 
 
-def _side_by_side(trials: SideBySide, config, epochs: int, runs: int, between: Callable[[int], None]) -> list[dict]:
+def _side_by_side(trials: SideBySide, config, rolls, epochs: int, runs: int, between: Callable[[int], None]) -> list[dict]:
     """The trainings of `trials`, run r of each started together, `between(r)` while they wait; per
     run their frames, FLOPs and CPU seconds summed, and the seconds of the slowest (each times its own run)."""
     import multiprocessing
@@ -238,7 +236,7 @@ def _side_by_side(trials: SideBySide, config, epochs: int, runs: int, between: C
 
     context = multiprocessing.get_context("spawn")  # fresh interpreters: each sets its own TF threads
     barrier, results = context.Barrier(trials.count + 1), context.Queue()
-    processes = [context.Process(target=_trial_process, args=(trials, config, epochs, runs, barrier, results), daemon=True) for _ in range(trials.count)]
+    processes = [context.Process(target=_trial_process, args=(trials, config, rolls, epochs, runs, barrier, results), daemon=True) for _ in range(trials.count)]
     for p in processes:
         p.start()
     ended = threading.Event()
@@ -316,7 +314,7 @@ def _train_figures(config, rolls, epochs: int, runs: int, reference: tuple[str, 
     if trials is None:
         ours = _timed_runs(config, rolls, epochs, runs, between)
     else:
-        ours = _side_by_side(trials, config, epochs, runs, between)
+        ours = _side_by_side(trials, config, rolls, epochs, runs, between)
     limit = max(limits)
     fps = [o["frames"] / o["seconds"] for o in ours]
     gflops = [o["flops"] / o["seconds"] / 1e9 for o in ours]
@@ -372,7 +370,7 @@ def bench_train(args: argparse.Namespace) -> dict:
     rolls = _load_dataset(args.source).rolls("train")
     paper = TrainConfig(**PAPER_SIZE).with_overrides(args.set)
     # With --trials N the limit is this process's (all --threads), and each training gets an Nth of them.
-    trials = SideBySide(args.trials, max(1, threads // args.trials), op_threads, args.source, args.device) if args.trials > 1 else None
+    trials = SideBySide(args.trials, max(1, threads // args.trials), op_threads, args.device) if args.trials > 1 else None
     with tempfile.TemporaryDirectory(prefix="rbmsearch-bench-") as tmp:
         reference = (args.reference, _as_pickle(args.source, Path(tmp))) if args.reference else None
         figures = {"source": args.source, "device": args.device, "threads": threads, "op_threads": op_threads, "runs": args.runs, "epochs_per_run": args.epochs}

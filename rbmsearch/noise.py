@@ -80,15 +80,16 @@ class NoisePool(tf.Module):
     training step's full batch fills its slot: `train.make_train_step` sizes the table for it).
     So within a step no row serves twice, and two steps rarely share the noise of two
     consecutive chain steps: chains that shared the noise of every step, as reading k windows
-    one after another from one base row did, fall into the same states from different starts,
-    and their steps' negative samples stop being independent (docs/results.md, 10.7). A row
-    serves about `steps` k N / `rows` steps in all before the table is drawn again.
+    one after another from one base row did, tend to fall into the same states from different
+    starts, and their steps' negative samples stop being independent (docs/results.md, 10.7).
+    A row serves about `steps` k N / `rows` steps in all before the table is drawn again.
     The table is keyed by [seed[0], seed[1] // steps] and every row's uniforms are a pure function
     of the key and the row's index, so a step's noise depends on its seed and shape only (up to a
     last bit of a logarithm when a step grows the table): eager and compiled runs, and resumed and
     straight runs, give the same draws.
 
-    n_v, n_h: the RBM's sizes. A step whose k windows fill more than half the table grows it to twice their rows.
+    n_v, n_h: the RBM's sizes. A step whose k windows fill more than half the table grows it
+    to twice their rows.
     The table is not checkpointed: a step rebuilds it from the key when it needs it.
     """
 
