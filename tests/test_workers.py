@@ -205,7 +205,8 @@ def test_a_search_stopped_by_ctrl_c_then_killed_resumes_each_time_keeping_every_
         assert epochs[0] == 1 and all(1 <= epochs[i] <= epochs[i - 1] for i in restarts), (trial, epochs)
         assert len(restarts) <= 2, (trial, before.get(trial), epochs)
         assert set(summary[trial.removeprefix("trial_")]) == {str(e) for e in range(1, max(epochs) + 1)}  # one point per epoch
-    assert any(len(e) == 4 for e in after.values())  # ASHA let a trial run to the end
+    # ASHA let a trial run to the end (the one that did may have trained some epochs twice, above)
+    assert any(max(e) == 4 for e in after.values()), after
     assert (experiment / "best.json").is_file() and not list(experiment.glob(".*.partial"))
 
 
