@@ -1,6 +1,6 @@
 """Benchmarks that users run on their own hardware.
 
-    python -m rbmsearch.bench NAME [options]      # NAME: data, train, generate, evaluate, tune, render, fuzz
+    python -m rbmsearch.bench NAME [options]      # NAME: data, train, profile, generate, evaluate, tune, render, fuzz
 
 Each benchmark logs progress to stderr and ends with its figures as one JSON line on stdout.
 `data`: import speed and Parquet load time. `train`: training frames/s of full CD-k steps at
@@ -8,7 +8,8 @@ the paper's size and at the default configuration, with their exact FLOPs, the f
 this machine's rate on the model's own products (`rbmsearch.roofline`, best of several
 timings before and after), and with --reference the ratio per CPU-second to another
 implementation run on the same data, alternating; with --trials N, N trainings side by side in
-their own processes, as a search runs its trials, summed. `generate`: generation
+their own processes, as a search runs its trials, summed. `profile`: where a training step's
+time goes, its pieces each compiled alone and timed on the same batches. `generate`: generation
 frames/s, one chain and 16 in a batch. `evaluate`: scoring a test split (AIS, RAISE and the
 sampled accuracy) in frames/s, with its FLOPs and random draws per frame and the share of this
 machine's rate on the same products, and the NLL with its interval. `tune`: Ray Tune's overhead per trial, and concurrent
@@ -383,6 +384,119 @@ def bench_train(args: argparse.Namespace) -> dict:
     return figures
 
 
+def _step_pieces(model, step, config, pool) -> dict[str, Callable]:
+    """A training step and its pieces, each compiled alone: (v, mask, seed, inputs) -> tensors,
+    where `inputs` holds what the pieces after the RNN start from (`_piece_inputs`)."""
+    import tensorflow as tf
+
+    from rbmsearch.model import free_energy, gibbs_chain
+
+    k, recurrent = config.cd_k, model.recurrent_variables
+
+    def with_tape(cost: Callable, sources) -> Callable:
+        def gradient(v, mask, seed, inputs):
+            with tf.GradientTape() as tape:
+                tape.watch(sources(inputs))
+                value = cost(v, mask, seed, inputs)
+            return tape.gradient(value, sources(inputs))
+
+        return gradient
+
+    def cost(v, mask, seed, inputs):
+        return model.cd_loss(v, mask, k, seed, config.dropout, pool)
+
+    def rnn_and_bias_maps(v, mask, seed, inputs):
+        u_prev, _ = model.run_rnn(v)
+        return model.biases_from_u(tf.boolean_mask(u_prev, mask > 0.5))
+
+    def chain(v, mask, seed, inputs):
+        return gibbs_chain(inputs["v"], model.W, inputs["bv"], inputs["bh"], k, seed, pool)[0]
+
+    def free_energies(v, mask, seed, inputs):
+        W, bv, bh = model.W, inputs["bv"], inputs["bh"]
+        return tf.reduce_mean(free_energy(inputs["v"], W, bv, bh) - free_energy(inputs["v_neg"], W, bv, bh))
+
+    def noise_table(v, mask, seed, inputs):  # a new key each call: the table is drawn every time
+        return pool.tables(seed * tf.constant([1, pool.steps], tf.int64), tf.shape(inputs["v"])[0], k)[2]
+
+    pieces = {
+        "step": lambda v, mask, seed, inputs: step(v, mask, seed),
+        "cost_and_gradient": with_tape(cost, lambda inputs: model.trainable_variables),
+        "cost": cost,
+        "rnn_and_bias_maps": rnn_and_bias_maps,
+        "rnn_forward_and_backward": with_tape(lambda v, mask, seed, inputs: tf.reduce_sum(model.run_rnn(v)[0]), lambda inputs: recurrent),
+        "chain": chain,
+        "free_energies_and_gradient": with_tape(free_energies, lambda inputs: [model.W, inputs["bv"], inputs["bh"]]),
+        "noise_table_draw": noise_table,
+    }
+    return {name: tf.function(piece, reduce_retracing=True) for name, piece in pieces.items()}
+
+
+def _piece_inputs(model, batch, config, pool) -> dict:
+    """What the pieces after the RNN start from, for one batch: its real frames, their biases and
+    a negative sample (computed once, untimed)."""
+    import tensorflow as tf
+
+    from rbmsearch.model import gibbs_chain
+
+    (v, mask), seed = batch, tf.constant([0, 0], tf.int64)
+    u_prev, _ = model.run_rnn(v)
+    real = tf.constant(mask) > 0.5
+    bv, bh = model.biases_from_u(tf.boolean_mask(u_prev, real))
+    v_real = tf.boolean_mask(tf.constant(v), real)
+    return {"v": v_real, "bv": bv, "bh": bh, "v_neg": gibbs_chain(v_real, model.W, bv, bh, config.cd_k, seed, pool)[0]}
+
+
+def bench_profile(args: argparse.Namespace) -> dict:
+    """Where a training step's time goes: the step and its pieces, each compiled alone and timed
+    on the same batches in turn, in ms per batch (median of --passes)."""
+    import itertools
+    import statistics
+
+    import numpy as np
+    import tensorflow as tf
+
+    from rbmsearch.config import TrainConfig
+    from rbmsearch.model import ModelConfig, RnnRbm
+    from rbmsearch.noise import POOL_STEPS
+    from rbmsearch.train import chain_noise_pool, make_optimizer, make_train_step, minibatches
+
+    for name, value in (("--batches", args.batches), ("--passes", args.passes)):
+        if value < 1:
+            raise BenchError(f"{name} must be at least 1, but got {value}.")
+    threads, op_threads = _set_threads(args)
+    devices = select_device(args.device)
+    config = TrainConfig(**PAPER_SIZE).with_overrides(args.set)
+    rolls = _load_dataset(args.source).rolls("train")
+    batches = list(itertools.islice(minibatches(rolls, config, np.random.default_rng(0)), args.batches))
+    model = RnnRbm(ModelConfig.of(config), seed=config.seed)
+    step = make_train_step(model, make_optimizer(config, len(batches)), config)
+    pool = chain_noise_pool(model, config, config.cd_k)
+    pieces = _step_pieces(model, step, config, pool)
+    inputs = [_piece_inputs(model, batch, config, pool) for batch in batches]
+    batches = [(tf.constant(v), tf.constant(mask)) for v, mask in batches]
+    ms: dict[str, list[float]] = {name: [] for name in pieces}
+    for p in range(args.passes + 1):  # pass 0 traces and warms up
+        for name, piece in pieces.items():
+            start = time.perf_counter()
+            for i, ((v, mask), given) in enumerate(zip(batches, inputs)):
+                out = piece(v, mask, tf.constant([p, i], tf.int64), given)
+            tf.nest.map_structure(lambda x: x.numpy(), out)  # the last batch's results: the work is done
+            if p:
+                ms[name].append(1000 * (time.perf_counter() - start) / len(batches))
+    median = {name: statistics.median(runs) for name, runs in ms.items()}
+    real = sum(len(given["v"]) for given in inputs) / len(inputs)
+    return {
+        "source": args.source, "threads": threads, "op_threads": op_threads, "devices": devices,
+        "config": {key: getattr(config, key) for key in ("n_hidden", "n_recurrent", "rnn", "cd_k", "window", "batch_size")},
+        "batches": len(batches), "passes": args.passes, "real_frames_per_batch": round(real, 1),
+        "frames_per_s": round(1000 * real / median["step"]),
+        "ms_per_batch": {name: round(value, 3) for name, value in median.items()},
+        "ms_per_batch_passes": {name: [round(x, 3) for x in runs] for name, runs in ms.items()},
+        "noise_pool_steps": POOL_STEPS,  # a table is drawn once per this many steps: noise_table_draw / this is its share of a step
+    }  # fmt: skip
+
+
 def bench_generate(args: argparse.Namespace) -> dict:
     from rbmsearch.model import ModelConfig, RnnRbm
     from rbmsearch.config import TrainConfig
@@ -569,7 +683,7 @@ def bench_fuzz(args: argparse.Namespace) -> dict:
     }
 
 
-BENCHMARKS = {"evaluate": bench_evaluate, "fuzz": bench_fuzz, "data": bench_data, "train": bench_train, "generate": bench_generate, "tune": bench_tune, "render": bench_render}
+BENCHMARKS = {"evaluate": bench_evaluate, "profile": bench_profile, "fuzz": bench_fuzz, "data": bench_data, "train": bench_train, "generate": bench_generate, "tune": bench_tune, "render": bench_render}
 
 
 def _thread_arguments(parser: argparse.ArgumentParser) -> None:
@@ -595,6 +709,13 @@ def main(argv: list[str] | None = None) -> None:
     train.add_argument("--trials", type=int, default=1, help="trainings side by side, one process each on an Nth of --threads, as a search runs its trials; figures summed over them")
     _thread_arguments(train)
     train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrainConfig field of the paper-size run")
+    profile = commands.add_parser("profile", help="where a training step's time goes: the step and its pieces, each timed alone")
+    profile.add_argument("--source", required=True, help="a dataset: .parquet, .pickle, folder, or bach-chorales")
+    profile.add_argument("--batches", type=int, default=32, help="training batches, each piece timed over all of them in turn")
+    profile.add_argument("--passes", type=int, default=5, help="timed passes over the batches (the median is reported), after one warm-up")
+    profile.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto", help="gpu: refuse when none is visible; cpu: hide the GPUs")
+    _thread_arguments(profile)
+    profile.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a TrainConfig field of the paper-size model")
     generate = commands.add_parser("generate", help="generation throughput")
     generate.add_argument("--steps", type=int, default=500, help="frames per sample")
     generate.add_argument("--k", type=int, default=25, help="Gibbs steps per frame")

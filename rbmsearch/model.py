@@ -418,7 +418,7 @@ class RnnRbm(tf.Module):
         u_prev = tf.transpose(prev[..., : self.config.n_recurrent], [1, 0, 2])  # (B, T, n_u)
         return u_prev, states[-1]
 
-    def _biases_from_u(self, u_prev: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def biases_from_u(self, u_prev: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """u_{t-1} (..., n_u) -> bv_t (..., n_v), bh_t (..., n_h)."""
         return self.bv + _dot(u_prev, self.Wuv), self.bh + _dot(u_prev, self.Wuh)
 
@@ -429,7 +429,7 @@ class RnnRbm(tf.Module):
         bh_t (B, T, n_h), float32. Frame t's biases depend on v_0..v_{t-1} only.
         """
         u_prev, _ = self.run_rnn(v, state0)
-        return self._biases_from_u(u_prev)
+        return self.biases_from_u(u_prev)
 
     # --- training -------------------------------------------------------------
 
@@ -457,7 +457,7 @@ class RnnRbm(tf.Module):
         # Keep the N real frames BEFORE projecting to biases: padding can be half the batch.
         v_r, u_r = tf.boolean_mask(v, real), tf.boolean_mask(u_prev, real)  # (N, n_v), (N, n_u)
         u_r = _dropout(u_r, dropout, tf.random.experimental.stateless_fold_in(seed, 2))
-        bv_r, bh_r = self._biases_from_u(u_r)  # (N, n_v), (N, n_h)
+        bv_r, bh_r = self.biases_from_u(u_r)  # (N, n_v), (N, n_h)
         return self._cd_cost(v_r, bv_r, bh_r, k, seed, pool)
 
     @property
@@ -513,7 +513,7 @@ class RnnRbm(tf.Module):
         frames = tf.TensorArray(tf.float32, size=n_c, element_shape=(n_b, n_v))
 
         def frame(t, state, frames):
-            bv_t, bh_t = self._biases_from_u(state[:, :n_u])  # from u_{t-1}: (B, n_v), (B, n_h)
+            bv_t, bh_t = self.biases_from_u(state[:, :n_u])  # from u_{t-1}: (B, n_v), (B, n_h)
 
             def gibbs(s, v):
                 u = noise[t, s]  # (B, n_h + n_v)

@@ -282,19 +282,24 @@ class ParameterAverage:
                 variable.assign(value)
 
 
+def chain_noise_pool(model, config: TrainConfig, k: int):
+    """The table of noise that a run of training steps' CD-k chains read (`noise.NoisePool`):
+    twice what a full batch's chain reads, so that a row serves about 5 steps on JSB's batches
+    (docs/results.md, 10.6)."""
+    from rbmsearch.noise import NoisePool
+
+    return NoisePool(model.config.n_visible, model.config.n_hidden, rows=2 * k * config.batch_size * (config.window or TrainConfig.window))
+
+
 def make_train_step(model, optimizer, config: TrainConfig, cd_k: int | None = None, average: ParameterAverage | None = None):
     """A compiled CD-k step (k = `cd_k`, default config.cd_k): (v (B, T, n_v), mask (B, T), seed (2,) int64) -> cost, one update
     (and one of `average`)."""
     k = cd_k or config.cd_k
     import tensorflow as tf
 
-    from rbmsearch.noise import NoisePool
-
     variables = model.trainable_variables
     n_v = model.config.n_visible
-    # The chain's noise comes from a table that POOL_STEPS steps share, twice what a full batch's
-    # chain reads: a row serves about 5 steps on JSB's batches (docs/results.md, 10.6).
-    pool = NoisePool(n_v, model.config.n_hidden, rows=2 * k * config.batch_size * (config.window or TrainConfig.window))
+    pool = chain_noise_pool(model, config, k)
 
     @tf.function(
         input_signature=[tf.TensorSpec((None, None, n_v), tf.float32), tf.TensorSpec((None, None), tf.float32), tf.TensorSpec((2,), tf.int64)]

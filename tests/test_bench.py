@@ -12,6 +12,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 from rbmsearch.roofline import Product, model_limit_gflops, train_products, train_step_flops
@@ -136,6 +137,38 @@ def test_bench_train_runs_trials_side_by_side_and_sums_their_figures(toy_parquet
 
     with pytest.raises(SystemExit, match="--trials must be at least 1, but got 0"):
         bench_main(["train", "--source", str(toy_parquet), "--trials", "0"])
+
+
+@pytest.mark.slow
+def test_bench_profile_times_a_step_and_each_of_its_pieces(toy_parquet):
+    """`bench profile`: the step and its pieces, each timed alone over the same batches; a GRU, so
+    that the pieces hold for every RNN, not only the paper's."""
+    from rbmsearch.config import TrainConfig
+    from rbmsearch.data import read_dataset
+    from rbmsearch.train import minibatches
+
+    sizes = ["n_hidden=16", "n_recurrent=8", "cd_k=2", "batch_size=4", "window=8", "rnn=gru"]
+    command = [sys.executable, "-m", "rbmsearch.bench", "profile", "--source", str(toy_parquet), "--batches", "3", "--passes", "2", "--threads", "2",
+               *[arg for size in sizes for arg in ("--set", size)]]  # fmt: skip
+    out = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    figures = json.loads(out.stdout.splitlines()[-1])
+    assert figures["config"] | {"rnn": "gru", "cd_k": 2, "batch_size": 4} == figures["config"]
+    pieces = {"step", "cost_and_gradient", "cost", "rnn_and_bias_maps", "rnn_forward_and_backward", "chain", "free_energies_and_gradient", "noise_table_draw"}
+    assert set(figures["ms_per_batch"]) == set(figures["ms_per_batch_passes"]) == pieces
+    for name, passes in figures["ms_per_batch_passes"].items():
+        assert len(passes) == 2 and all(ms > 0 for ms in passes)
+        assert figures["ms_per_batch"][name] == pytest.approx(sum(passes) / 2, abs=0.002)  # the median of two
+    config = TrainConfig(n_hidden=16, n_recurrent=8, cd_k=2, batch_size=4, window=8, rnn="gru")
+    masks = [mask for _, mask in minibatches(read_dataset(toy_parquet).rolls("train"), config, np.random.default_rng(0))]
+    assert len(masks) > 3 and figures["batches"] == 3  # the first 3 of the epoch's batches
+    masks = masks[:3]
+    assert figures["real_frames_per_batch"] == pytest.approx(sum(m.sum() for m in masks) / 3, abs=0.05)
+    assert figures["frames_per_s"] == pytest.approx(1000 * figures["real_frames_per_batch"] / figures["ms_per_batch"]["step"], rel=0.01)
+    from rbmsearch.bench import main as bench_main
+
+    with pytest.raises(SystemExit, match="--passes must be at least 1, but got 0"):
+        bench_main(["profile", "--source", str(toy_parquet), "--passes", "0"])
 
 
 @pytest.mark.slow
