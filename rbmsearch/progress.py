@@ -1,17 +1,21 @@
 """What a search prints while it runs: one line per finished trial and a periodic status line.
 
 `CompactProgress` is a Ray Tune callback for the driver; with it, Tune's own tables are off
-(`python -m rbmsearch.tune --verbose` brings them back). Importing this module loads Ray.
+(`python -m rbmsearch.tune --verbose` brings them back). `StateCopyRace` shortens one of Tune's
+log records to a line. Importing this module loads Ray.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 
 from ray.tune import Callback
 
-__all__ = ["CompactProgress", "budget_bar"]
+__all__ = ["STATE_LOGGER", "CompactProgress", "StateCopyRace", "budget_bar"]
+
+STATE_LOGGER = "ray.tune.execution.experiment_state"  # the Tune module that copies the search's state to storage
 
 
 def _short(params: dict, names: list[str]) -> str:
@@ -92,3 +96,23 @@ class CompactProgress(Callback):
         if self.budget_s:
             line += f"; {budget_bar(time.monotonic() - self.start, self.budget_s)}"
         self.emit(line)
+
+
+class StateCopyRace(logging.Filter):
+    """For Tune's `STATE_LOGGER`: a copy of the search's state to storage that failed because a file
+    of it vanished mid-copy becomes a one-line warning instead of an error and its traceback.
+
+    Tune copies its staging folder to storage in the background, and may already be writing its
+    next state there (a hidden file, then a rename), so the copy can miss a file that has just been
+    renamed. The next copy, seconds later, and the last one, which Tune waits for when the search
+    ends, carry the state. Any other failure keeps Tune's record as it is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        text = str(error)
+        if isinstance(error, FileNotFoundError) and record.getMessage().startswith("Saving experiment state") and "/driver_artifacts/." in text:
+            hidden = text.split("/driver_artifacts/", 1)[1].split("'", 1)[0]
+            record.msg, record.args = f"one copy of the search's state to storage missed {hidden}, renamed while it was copied; the next copy carries the state", ()
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True

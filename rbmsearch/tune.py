@@ -322,7 +322,7 @@ def run_search(
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    from rbmsearch.progress import CompactProgress
+    from rbmsearch.progress import STATE_LOGGER, CompactProgress, StateCopyRace
 
     # Every trial checkpoints every epoch, so Tune snapshots the experiment often by design;
     # its warning about that would repeat every few seconds for the whole search.
@@ -332,6 +332,9 @@ def run_search(
 
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the output engine that honours verbose=0
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        state_logger = logging.getLogger(STATE_LOGGER)
+        if not any(isinstance(f, StateCopyRace) for f in state_logger.filters):
+            state_logger.addFilter(StateCopyRace())
 
     storage = storage_root(storage)
     if resume:

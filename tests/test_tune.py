@@ -89,6 +89,39 @@ def test_budget_bar_shows_the_time_used_and_left():
     assert budget_bar(700, 600) == "[####################] 100% of 10 min, 0 min left"  # the last trials run past it
 
 
+def test_a_state_copy_that_missed_a_renamed_file_is_one_warning_and_other_failures_stay_whole(tmp_path):
+    """Tune logs a failed copy of its state with a traceback (seen once in the CLI search's console):
+    when the file it missed was a hidden one that Tune's next save had just renamed, one line says so."""
+    import logging
+
+    import pyarrow.fs
+
+    from rbmsearch.progress import STATE_LOGGER, StateCopyRace
+
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(logging.Formatter("%(levelname)s %(message)s").format(record))
+    logger = logging.getLogger(STATE_LOGGER)
+    logger.addHandler(handler)
+    logger.addFilter(StateCopyRace())
+
+    def copy_fails(path: Path) -> None:  # Tune's own call (ray.tune.execution.experiment_state), on pyarrow's own error
+        try:
+            pyarrow.fs.LocalFileSystem().open_input_stream(str(path))
+        except OSError:
+            logger.error(f"Saving experiment state to storage at '{tmp_path}/k' failed with exception: ", exc_info=True)
+
+    try:
+        copy_fails(tmp_path / "driver_artifacts" / ".0f3a-tmp-searcher-state-2026.pkl")
+        copy_fails(tmp_path / "driver_artifacts" / "experiment_state-2026.json")  # a file of the state itself: not the race
+    finally:
+        logger.removeHandler(handler)
+        logger.filters.clear()
+    assert lines[0] == "WARNING one copy of the search's state to storage missed .0f3a-tmp-searcher-state-2026.pkl, renamed while it was copied; the next copy carries the state"
+    assert lines[1].startswith(f"ERROR Saving experiment state to storage at '{tmp_path}/k' failed") and "Traceback" in lines[1] and "experiment_state-2026.json" in lines[1]
+    assert len(lines) == 2
+
+
 # ---------------------------------------------------------------------------- single trial
 
 
