@@ -386,7 +386,8 @@ def bench_train(args: argparse.Namespace) -> dict:
 
 def _step_pieces(model, step, config, pool) -> dict[str, Callable]:
     """A training step and its pieces, each compiled alone: (v, mask, seed, inputs) -> tensors,
-    where `inputs` holds what the pieces after the RNN start from (`_piece_inputs`)."""
+    where `inputs` holds what the pieces after the RNN start from (`_piece_inputs`). The pieces
+    run without dropout (the step with `config.dropout`)."""
     import tensorflow as tf
 
     from rbmsearch.model import free_energy, gibbs_chain
@@ -420,7 +421,6 @@ def _step_pieces(model, step, config, pool) -> dict[str, Callable]:
         return pool.tables(seed * tf.constant([1, pool.steps], tf.int64), tf.shape(inputs["v"])[0], k)[2]
 
     pieces = {
-        "step": lambda v, mask, seed, inputs: step(v, mask, seed),
         "cost_and_gradient": with_tape(cost, lambda inputs: model.trainable_variables),
         "cost": cost,
         "rnn_and_bias_maps": rnn_and_bias_maps,
@@ -429,7 +429,8 @@ def _step_pieces(model, step, config, pool) -> dict[str, Callable]:
         "free_energies_and_gradient": with_tape(free_energies, lambda inputs: [model.W, inputs["bv"], inputs["bh"]]),
         "noise_table_draw": noise_table,
     }
-    return {name: tf.function(piece, reduce_retracing=True) for name, piece in pieces.items()}
+    compiled = {name: tf.function(piece, reduce_retracing=True) for name, piece in pieces.items()}
+    return {"step": lambda v, mask, seed, inputs: step(v, mask, seed), **compiled}  # the step is compiled already
 
 
 def _piece_inputs(model, batch, config, pool) -> dict:
@@ -451,6 +452,7 @@ def bench_profile(args: argparse.Namespace) -> dict:
     """Where a training step's time goes: the step and its pieces, each compiled alone and timed
     on the same batches in turn, in ms per batch (median of --passes)."""
     import itertools
+    import math
     import statistics
 
     import numpy as np
@@ -469,6 +471,8 @@ def bench_profile(args: argparse.Namespace) -> dict:
     config = TrainConfig(**PAPER_SIZE).with_overrides(args.set)
     rolls = _load_dataset(args.source).rolls("train")
     batches = list(itertools.islice(minibatches(rolls, config, np.random.default_rng(0)), args.batches))
+    if not batches:
+        raise BenchError(f"{args.source} has no training frames to profile on; pass a dataset with a train split.")
     model = RnnRbm(ModelConfig.of(config), seed=config.seed)
     step = make_train_step(model, make_optimizer(config, len(batches)), config)
     pool = chain_noise_pool(model, config, config.cd_k)
@@ -477,11 +481,12 @@ def bench_profile(args: argparse.Namespace) -> dict:
     batches = [(tf.constant(v), tf.constant(mask)) for v, mask in batches]
     ms: dict[str, list[float]] = {name: [] for name in pieces}
     for p in range(args.passes + 1):  # pass 0 traces and warms up
-        for name, piece in pieces.items():
+        for j, (name, piece) in enumerate(pieces.items()):
             start = time.perf_counter()
-            for i, ((v, mask), given) in enumerate(zip(batches, inputs)):
-                out = piece(v, mask, tf.constant([p, i], tf.int64), given)
-            tf.nest.map_structure(lambda x: x.numpy(), out)  # the last batch's results: the work is done
+            for i, ((v, mask), given) in enumerate(zip(batches, inputs)):  # every piece and pass its own seeds: tables drawn anew
+                out = piece(v, mask, tf.constant([p * len(pieces) + j, i], tf.int64), given)
+            tf.nest.map_structure(lambda x: x.numpy(), out)
+            tf.test.experimental.sync_devices()  # on a GPU, what is still queued
             if p:
                 ms[name].append(1000 * (time.perf_counter() - start) / len(batches))
     median = {name: statistics.median(runs) for name, runs in ms.items()}
@@ -493,7 +498,9 @@ def bench_profile(args: argparse.Namespace) -> dict:
         "frames_per_s": round(1000 * real / median["step"]),
         "ms_per_batch": {name: round(value, 3) for name, value in median.items()},
         "ms_per_batch_passes": {name: [round(x, 3) for x in runs] for name, runs in ms.items()},
-        "noise_pool_steps": POOL_STEPS,  # a table is drawn once per this many steps: noise_table_draw / this is its share of a step
+        "noise_pool_steps": POOL_STEPS,  # training draws a table once per this many steps: noise_table_draw / this is its share of a step
+        # what the step, the cost (and its gradient) and the chain drew here: training's 1 / POOL_STEPS when --batches is a multiple of it
+        "noise_tables_per_batch": round(math.ceil(len(batches) / POOL_STEPS) / len(batches), 4),
     }  # fmt: skip
 
 

@@ -77,7 +77,7 @@ class NoisePool(tf.Module):
     table of `rows` rows, cut into 2k slots. A step reads the window of its chain's step s from
     a slot of its own, drawn from its seed for each layer and each s: k slots of the 2k, all
     different, at a random row inside the slot where the window is shorter than the slot (a
-    training step's full batch fills its slot: `train.make_train_step` sizes the table for it).
+    training step's full batch fills its slot: `train.chain_noise_pool` sizes the table for it).
     So within a step no row serves twice, and two steps rarely share the noise of two
     consecutive chain steps: chains that shared the noise of every step, as reading k windows
     one after another from one base row did, tend to fall into the same states from different

@@ -1,21 +1,26 @@
 """What a search prints while it runs: one line per finished trial and a periodic status line.
 
 `CompactProgress` is a Ray Tune callback for the driver; with it, Tune's own tables are off
-(`python -m rbmsearch.tune --verbose` brings them back). `StateCopyRace` shortens one of Tune's
-log records to a line. Importing this module loads Ray.
+(`python -m rbmsearch.tune --verbose` brings them back). `StateCopyRace` shortens Tune's records of
+one harmless race to a line. Importing this module loads Ray.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import re
 import time
 
 from ray.tune import Callback
 
-__all__ = ["STATE_LOGGER", "CompactProgress", "StateCopyRace", "budget_bar"]
+__all__ = ["STATE_LOGGERS", "CompactProgress", "StateCopyRace", "budget_bar", "state_copy_races_in_a_line"]
 
-STATE_LOGGER = "ray.tune.execution.experiment_state"  # the Tune module that copies the search's state to storage
+# The Tune modules that report a failed copy of the search's state to storage: when waiting for the
+# copy, and when starting the next one.
+STATE_LOGGERS = ("ray.tune.execution.experiment_state", "ray.train._internal.syncer")
+_HIDDEN_STAGED = re.compile(r"/driver_artifacts/(\.[^/'\"\s]+)")  # a hidden file in Tune's staging folder
 
 
 def _short(params: dict, names: list[str]) -> str:
@@ -99,20 +104,40 @@ class CompactProgress(Callback):
 
 
 class StateCopyRace(logging.Filter):
-    """For Tune's `STATE_LOGGER`: a copy of the search's state to storage that failed because a file
-    of it vanished mid-copy becomes a one-line warning instead of an error and its traceback.
+    """For Tune's `STATE_LOGGERS`: a copy of the search's state to storage that missed a hidden file
+    of Tune's next save becomes a one-line warning instead of a record with its traceback.
 
     Tune copies its staging folder to storage in the background, and may already be writing its
-    next state there (a hidden file, then a rename), so the copy can miss a file that has just been
-    renamed. The next copy, seconds later, and the last one, which Tune waits for when the search
-    ends, carry the state. Any other failure keeps Tune's record as it is."""
+    next state there (a hidden file, then a rename), so a copy can miss a file that has just been
+    renamed. Tune reports that when it next waits for a copy (an error and its traceback) or starts
+    one (a warning with the traceback in its text). The next copy, seconds later, and the last one,
+    which Tune waits for when the search ends, carry the state. Any other failure keeps Tune's
+    record as it is."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         error = record.exc_info[1] if record.exc_info else None
-        text = str(error)
-        if isinstance(error, FileNotFoundError) and record.getMessage().startswith("Saving experiment state") and "/driver_artifacts/." in text:
-            hidden = text.split("/driver_artifacts/", 1)[1].split("'", 1)[0]
-            record.msg, record.args = f"one copy of the search's state to storage missed {hidden}, renamed while it was copied; the next copy carries the state", ()
+        message = record.getMessage()
+        if message.startswith("Saving experiment state") and isinstance(error, FileNotFoundError):
+            hidden = _HIDDEN_STAGED.search(str(error))
+        elif message.startswith("Last sync command failed") and "FileNotFoundError" in message:
+            hidden = _HIDDEN_STAGED.search(message)
+        else:
+            hidden = None
+        if hidden:
+            record.msg, record.args = f"one copy of the search's state to storage missed {hidden[1]}, renamed while it was copied; the next copy carries the state", ()
             record.exc_info = record.exc_text = None
             record.levelno, record.levelname = logging.WARNING, "WARNING"
         return True
+
+
+@contextlib.contextmanager
+def state_copy_races_in_a_line():
+    """While it lasts, `StateCopyRace` filters Tune's `STATE_LOGGERS`."""
+    race, loggers = StateCopyRace(), [logging.getLogger(name) for name in STATE_LOGGERS]
+    for logger in loggers:
+        logger.addFilter(race)
+    try:
+        yield
+    finally:
+        for logger in loggers:
+            logger.removeFilter(race)

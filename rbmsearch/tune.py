@@ -16,6 +16,7 @@ proposes configurations, a ConcurrencyLimiter bounds them, ASHA stops weak ones 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -322,7 +323,7 @@ def run_search(
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    from rbmsearch.progress import STATE_LOGGER, CompactProgress, StateCopyRace
+    from rbmsearch.progress import CompactProgress, state_copy_races_in_a_line
 
     # Every trial checkpoints every epoch, so Tune snapshots the experiment often by design;
     # its warning about that would repeat every few seconds for the whole search.
@@ -332,9 +333,6 @@ def run_search(
 
         os.environ["RAY_AIR_NEW_OUTPUT"] = "0"  # the output engine that honours verbose=0
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        state_logger = logging.getLogger(STATE_LOGGER)
-        if not any(isinstance(f, StateCopyRace) for f in state_logger.filters):
-            state_logger.addFilter(StateCopyRace())
 
     storage = storage_root(storage)
     if resume:
@@ -404,7 +402,8 @@ def run_search(
                     failure_config=ray.tune.FailureConfig(max_failures=settings.max_failures),
                 ),
             )
-        results = tuner.fit()
+        with contextlib.nullcontext() if verbose else state_copy_races_in_a_line():
+            results = tuner.fit()
         statuses = _saved_statuses(experiment)
         unfinished = sum(status not in ("TERMINATED", "ERROR") for status in statuses)
         # Fewer trials than asked for also means an interruption, unless a time budget ended the search.

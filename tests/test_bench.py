@@ -165,6 +165,7 @@ def test_bench_profile_times_a_step_and_each_of_its_pieces(toy_parquet):
     masks = masks[:3]
     assert figures["real_frames_per_batch"] == pytest.approx(sum(m.sum() for m in masks) / 3, abs=0.05)
     assert figures["frames_per_s"] == pytest.approx(1000 * figures["real_frames_per_batch"] / figures["ms_per_batch"]["step"], rel=0.01)
+    assert figures["noise_tables_per_batch"] == pytest.approx(1 / 3, abs=1e-4)  # each piece draws its own table for its 3 batches
     from rbmsearch.bench import main as bench_main
 
     with pytest.raises(SystemExit, match="--passes must be at least 1, but got 0"):

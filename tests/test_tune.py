@@ -90,36 +90,53 @@ def test_budget_bar_shows_the_time_used_and_left():
 
 
 def test_a_state_copy_that_missed_a_renamed_file_is_one_warning_and_other_failures_stay_whole(tmp_path):
-    """Tune logs a failed copy of its state with a traceback (seen once in the CLI search's console):
-    when the file it missed was a hidden one that Tune's next save had just renamed, one line says so."""
+    """Tune reports a failed copy of its state with a traceback (seen once in the CLI search's
+    console): when the file it missed was a hidden one that Tune's next save had just renamed, one
+    line says so, while a search runs and only then."""
+    import inspect
     import logging
+    import traceback
 
     import pyarrow.fs
+    import ray.train._internal.syncer
+    import ray.tune.execution.experiment_state
 
-    from rbmsearch.progress import STATE_LOGGER, StateCopyRace
+    from rbmsearch.progress import STATE_LOGGERS, state_copy_races_in_a_line
+
+    # The records as Tune writes them: if Tune's modules stop writing them, the filter has nothing to do.
+    waited, started = (inspect.getsource(m) for m in (ray.tune.execution.experiment_state, ray.train._internal.syncer))
+    assert '"Saving experiment state to storage at "' in waited and "exc_info=True" in waited
+    assert '"Last sync command failed with the following error:' in started and "traceback.format_exc()" in started
+    assert STATE_LOGGERS == (ray.tune.execution.experiment_state.logger.name, ray.train._internal.syncer.logger.name)
 
     lines: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: lines.append(logging.Formatter("%(levelname)s %(message)s").format(record))
-    logger = logging.getLogger(STATE_LOGGER)
-    logger.addHandler(handler)
-    logger.addFilter(StateCopyRace())
+    waiting, starting = (logging.getLogger(name) for name in STATE_LOGGERS)
 
-    def copy_fails(path: Path) -> None:  # Tune's own call (ray.tune.execution.experiment_state), on pyarrow's own error
+    def copy_fails(path: Path) -> None:  # Tune's two reports of one failed copy, on pyarrow's own error
         try:
             pyarrow.fs.LocalFileSystem().open_input_stream(str(path))
         except OSError:
-            logger.error(f"Saving experiment state to storage at '{tmp_path}/k' failed with exception: ", exc_info=True)
+            waiting.error(f"Saving experiment state to storage at '{tmp_path}/k' failed with exception: ", exc_info=True)
+            starting.warning(f"Last sync command failed with the following error:\n{traceback.format_exc()}")
 
+    for logger in (waiting, starting):
+        logger.addHandler(handler)
     try:
-        copy_fails(tmp_path / "driver_artifacts" / ".0f3a-tmp-searcher-state-2026.pkl")
-        copy_fails(tmp_path / "driver_artifacts" / "experiment_state-2026.json")  # a file of the state itself: not the race
+        with state_copy_races_in_a_line():
+            copy_fails(tmp_path / "driver_artifacts" / ".0f3a-tmp-searcher-state-2026.pkl")
+            copy_fails(tmp_path / "driver_artifacts" / "experiment_state-2026.json")  # a file of the state itself: not the race
+        copy_fails(tmp_path / "driver_artifacts" / ".0f3a-tmp-searcher-state-2027.pkl")  # after the search: Tune's records
     finally:
-        logger.removeHandler(handler)
-        logger.filters.clear()
-    assert lines[0] == "WARNING one copy of the search's state to storage missed .0f3a-tmp-searcher-state-2026.pkl, renamed while it was copied; the next copy carries the state"
-    assert lines[1].startswith(f"ERROR Saving experiment state to storage at '{tmp_path}/k' failed") and "Traceback" in lines[1] and "experiment_state-2026.json" in lines[1]
-    assert len(lines) == 2
+        for logger in (waiting, starting):
+            logger.removeHandler(handler)
+    one_line = "WARNING one copy of the search's state to storage missed .0f3a-tmp-searcher-state-2026.pkl, renamed while it was copied; the next copy carries the state"
+    assert lines[:2] == [one_line, one_line]
+    assert lines[2].startswith(f"ERROR Saving experiment state to storage at '{tmp_path}/k' failed") and "Traceback" in lines[2] and "experiment_state-2026.json" in lines[2]
+    assert lines[3].startswith("WARNING Last sync command failed") and "Traceback" in lines[3] and "experiment_state-2026.json" in lines[3]
+    assert lines[4].startswith("ERROR Saving experiment state") and "Traceback" in lines[4] and "2027.pkl" in lines[4]
+    assert len(lines) == 6 and not waiting.filters and not starting.filters
 
 
 # ---------------------------------------------------------------------------- single trial
