@@ -161,17 +161,17 @@ def _dot(x: tf.Tensor, w: tf.Tensor, transpose_w: bool = False) -> tf.Tensor:
     return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [m]], axis=0))
 
 
-def free_energy(v, W, bv, bh) -> tf.Tensor:
+def free_energy(v, W, bv, bh, vW=None) -> tf.Tensor:
     """RBM free energy F(v) = -v.bv - sum_j softplus(bh_j + (v W)_j), per row.
 
     v: (..., n_v) float, W: (n_v, n_h), bv: (..., n_v) or (n_v,) (broadcast against v),
-    bh: (..., n_h) or (n_h,). Row r of v is scored with row r of the biases only.
-    Computed in float64 when W is float64 (AIS needs it), else float32.
+    bh: (..., n_h) or (n_h,); vW: v W when the caller has it already. Row r of v is scored with
+    row r of the biases only. Computed in float64 when W is float64 (AIS needs it), else float32.
     """
     dtype = tf.float64 if tf.as_dtype(getattr(W, "dtype", tf.float32)) == tf.float64 else tf.float32
     v, W, bv, bh = (tf.cast(x, dtype) for x in (v, W, bv, bh))
     vbias = tf.reduce_sum(v * bv, axis=-1)  # (...)  per-row dot product, never v @ bv.T
-    hidden = tf.reduce_sum(tf.nn.softplus(_dot(v, W) + bh), axis=-1)  # (...)
+    hidden = tf.reduce_sum(tf.nn.softplus((_dot(v, W) if vW is None else vW) + bh), axis=-1)  # (...)
     return -vbias - hidden
 
 
@@ -189,7 +189,7 @@ def gibbs_step(v, W, bv, bh, noise_h, noise_v) -> tuple[tf.Tensor, tf.Tensor]:
     return tf.cast(noise_v < p_v, tf.float32), p_v
 
 
-def gibbs_chain(v0, W, bv, bh, k: int, seed: Seed, pool: NoisePool | None = None) -> tuple[tf.Tensor, tf.Tensor]:
+def gibbs_chain(v0, W, bv, bh, k: int, seed: Seed, pool: NoisePool | None = None, v0W=None) -> tuple[tf.Tensor, tf.Tensor]:
     """k steps of block Gibbs sampling v -> h -> v in an RBM with per-row biases.
 
     v0: (..., n_v) start of the chains (0/1 or probabilities), W: (n_v, n_h),
@@ -199,6 +199,7 @@ def gibbs_chain(v0, W, bv, bh, k: int, seed: Seed, pool: NoisePool | None = None
     Bernoulli draw at sigmoid(pre-activation), without the sigmoid. The noise is drawn from
     `seed`, or with `pool` read from its tables (`NoisePool.tables`): step s reads a window
     of as many rows as the chains from a slot of each layer's table that `seed` picks.
+    v0W: the product v0 W when the caller has it already (training's free energy of the data).
     Returns (v_k, p_k): the k-th sample (float32 0/1) and its mean field
     P(v = 1 | h_{k-1}) (float32 in (0, 1)), both (..., n_v).
     Not differentiable by design: callers wrap inputs or outputs in `tf.stop_gradient`.
@@ -225,7 +226,8 @@ def gibbs_chain(v0, W, bv, bh, k: int, seed: Seed, pool: NoisePool | None = None
     # x + b > L as x > L - b: the thresholds do not wait for the products, so they are
     # ready before them, beside the chain, and each step runs a product, a comparison and a cast.
     for step in range(k):
-        h = tf.cast(_dot(v, W) > noise(step, 0) - bh, tf.float32)  # h_j ~ Bernoulli(P(h_j = 1 | v))
+        vW = v0W if step == 0 and v0W is not None else _dot(v, W)
+        h = tf.cast(vW > noise(step, 0) - bh, tf.float32)  # h_j ~ Bernoulli(P(h_j = 1 | v))
         top = _dot(h, W, transpose_w=True)  # (..., n_v), the visible pre-activation less bv
         v = tf.cast(top > noise(step, 1) - bv, tf.float32)
     return v, tf.sigmoid(top + bv)  # a compiled graph that does not use the mean field prunes it
@@ -491,10 +493,11 @@ class RnnRbm(tf.Module):
     def _cd_cost(self, v, bv, bh, k: int, seed: Seed, pool: NoisePool | None = None) -> tf.Tensor:
         """mean(F(v) - F(v~)) with v~ from k Gibbs steps started at v; v (N, n_v)."""
         sg = tf.stop_gradient  # the chain is a constant: no tape, no back-prop through it
-        v_neg, _ = gibbs_chain(v, sg(self.W), sg(bv), sg(bh), k, seed, pool)  # (N, n_v)
+        vW = _dot(v, self.W)  # (N, n_h): the data's free energy and the chain's first step share it
+        v_neg, _ = gibbs_chain(v, sg(self.W), sg(bv), sg(bh), k, seed, pool, v0W=sg(vW))  # (N, n_v)
         v_neg = sg(v_neg)
         return tf.reduce_mean(
-            free_energy(v, self.W, bv, bh) - free_energy(v_neg, self.W, bv, bh)
+            free_energy(v, self.W, bv, bh, vW) - free_energy(v_neg, self.W, bv, bh)
         )
 
     # --- generation -----------------------------------------------------------

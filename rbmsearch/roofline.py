@@ -46,9 +46,9 @@ def train_products(n_v: int, n_h: int, n_u: int, cd_k: int, frames: int, sequenc
         Product("recurrence u Wuu", steps, sequences, n_u, n_u, serial=True),
         Product("bias map u Wuv", 1, frames, n_u, n_v),
         Product("bias map u Wuh", 1, frames, n_u, n_h),
-        Product("Gibbs v W", cd_k, frames, n_v, n_h),
+        Product("Gibbs v W (the first also the data's free energy's)", cd_k, frames, n_v, n_h),
         Product("Gibbs h W^T", cd_k, frames, n_h, n_v),
-        Product("free energies v W", 2, frames, n_v, n_h),
+        Product("free energy of the chain's end v~ W", 1, frames, n_v, n_h),
         # backward: weight gradients; input gradients only where the input depends on the parameters
         Product("free energies dW", 2, n_v, frames, n_h),
         Product("bias maps dWuv, dWuh", 1, n_u, frames, n_v + n_h),

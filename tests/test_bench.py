@@ -55,17 +55,18 @@ REFERENCE = textwrap.dedent(
 def test_a_training_step_counts_its_products_exactly():
     # The paper's size (88 visible, 150 hidden, 100 recurrent, CD-15), one frame, no padding:
     fwd = 2 * (88 * 100 + 100 * 100 + 100 * 88 + 100 * 150)  # input projection, recurrence, bias maps
-    fwd += 15 * 2 * 2 * 88 * 150 + 2 * 2 * 88 * 150  # the chain's two products per step, two free energies
+    fwd += 15 * 2 * 2 * 88 * 150  # the chain's two products per step, the first v W also the data's free energy's
+    fwd += 2 * 88 * 150  # the free energy of the chain's end
     bwd = 2 * 2 * 88 * 150  # the free energies' weight gradient only: v and the chain's sample are data
     bwd += 2 * 2 * 100 * 238  # the bias maps' weight and input gradients
     bwd += 2 * 2 * 100 * 100  # the recurrence's weight and input gradients
     bwd += 2 * 88 * 100  # the input projection's weight gradient only: its input is the data
-    assert fwd + bwd == 1_135_600
-    assert train_step_flops(88, 150, 100, 15, frames=1, sequences=1, steps=1) == 1_135_600
+    assert fwd + bwd == 1_109_200
+    assert train_step_flops(88, 150, 100, 15, frames=1, sequences=1, steps=1) == 1_109_200
     # 800 real frames in 16 windows of 50: every product scales with the frames.
-    assert train_step_flops(88, 150, 100, 15, frames=800, sequences=16, steps=50) == 800 * 1_135_600
+    assert train_step_flops(88, 150, 100, 15, frames=800, sequences=16, steps=50) == 800 * 1_109_200
     # Padding (16 x 50 frames read, 500 real) costs only the RNN's products.
-    padded = train_step_flops(88, 150, 100, 15, frames=500, sequences=16, steps=50) - 500 * 1_135_600
+    padded = train_step_flops(88, 150, 100, 15, frames=500, sequences=16, steps=50) - 500 * 1_109_200
     assert padded == 300 * (2 * 88 * 100 * 2 + 2 * 100 * 100 * 3)  # input projection (fwd, dW); recurrence (fwd, dW, du)
     serial = [p for p in train_products(88, 150, 100, 15, 800, 16, 50) if p.serial]
     assert [(p.what, p.count) for p in serial] == [("recurrence u Wuu", 50), ("recurrence du", 50)]

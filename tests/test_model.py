@@ -374,6 +374,10 @@ def test_cd_loss_is_the_mean_free_energy_gap_to_the_chain():
     expected = np.mean(free_energy(v_r, model.W, bv_r, bh_r).numpy()
                        - free_energy(v_neg, model.W, bv_r, bh_r).numpy())  # fmt: skip
     np.testing.assert_allclose(model.cd_loss(v, mask, k=1, seed=9).numpy(), expected, rtol=1e-5)
+    # The cost computes v W once, for the data's free energy and the chain's first step: the same bits.
+    vW = tf.matmul(tf.constant(v_r, tf.float32), model.W)
+    np.testing.assert_array_equal(gibbs_chain(v_r, model.W, bv_r, bh_r, k=1, seed=9, v0W=vW)[0].numpy(), v_neg.numpy())
+    np.testing.assert_array_equal(free_energy(v_r, model.W, bv_r, bh_r, vW).numpy(), free_energy(v_r, model.W, bv_r, bh_r).numpy())
 
 
 def test_rbm_pretrain_gradient_is_the_cd_k_estimate():
