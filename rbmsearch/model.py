@@ -64,7 +64,7 @@ before the chain, and `cd_loss` is meant for a plain `tf.function` (on a CPU, XL
 was slower, and XLA for the recurrence saved nothing: docs/results.md, 10.6). The chain
 compares pre-activations with logistic noise (no sigmoid), which training reads from a pool
 shared by 16 steps (`noise.NoisePool`); the tanh RNN's gradient is one hand-written reverse
-scan. Generation is sequential, so there XLA wins: the frame loop runs as one compiled program.
+scan, and its two loops run RNN_CHUNK steps an iteration. Generation is sequential, so there XLA wins: the frame loop runs as one compiled program.
 """
 
 from __future__ import annotations
@@ -161,6 +161,14 @@ def _dot(x: tf.Tensor, w: tf.Tensor, transpose_w: bool = False) -> tf.Tensor:
     return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [m]], axis=0))
 
 
+@tf.custom_gradient
+def _softplus(x: tf.Tensor) -> tf.Tensor:
+    """log(1 + e^x) as max(x, 0) + log1p(e^-|x|), exact to the last bits and stable for any x, with
+    sigmoid(x) as its gradient: twice as fast as `tf.nn.softplus` on a CPU, and its gradient half
+    as costly (docs/results.md, 10.9)."""
+    return tf.nn.relu(x) + tf.math.log1p(tf.exp(-tf.abs(x))), lambda g: g * tf.sigmoid(x)
+
+
 def free_energy(v, W, bv, bh, vW=None) -> tf.Tensor:
     """RBM free energy F(v) = -v.bv - sum_j softplus(bh_j + (v W)_j), per row.
 
@@ -171,7 +179,7 @@ def free_energy(v, W, bv, bh, vW=None) -> tf.Tensor:
     dtype = tf.float64 if tf.as_dtype(getattr(W, "dtype", tf.float32)) == tf.float64 else tf.float32
     v, W, bv, bh = (tf.cast(x, dtype) for x in (v, W, bv, bh))
     vbias = tf.reduce_sum(v * bv, axis=-1)  # (...)  per-row dot product, never v @ bv.T
-    hidden = tf.reduce_sum(tf.nn.softplus((_dot(v, W) if vW is None else vW) + bh), axis=-1)  # (...)
+    hidden = tf.reduce_sum(_softplus((_dot(v, W) if vW is None else vW) + bh), axis=-1)  # (...)
     return -vbias - hidden
 
 
@@ -254,6 +262,38 @@ def long_gibbs_chain(v0, W, bv, bh, k, seed: Seed) -> tf.Tensor:
     return tf.while_loop(lambda i, v: i < k, step, (tf.constant(0, tf.int64), v))[1]
 
 
+RNN_CHUNK = 10  # RNN steps per iteration of its loops, written out (docs/results.md, 10.9)
+
+
+def _scan_in_chunks(step: Callable, elems, initializer: tf.Tensor, reverse: bool = False) -> tf.Tensor:
+    """`tf.scan(step, elems, initializer, reverse=reverse)` with RNN_CHUNK steps written out in each
+    iteration of its loop: the same values bit for bit, in a tenth of the loop's iterations.
+
+    step: (carry (...), elem) -> the next carry, which is also that step's output. elems: a tensor
+    or a tuple of tensors of T >= 1 rows. Returns the T outputs stacked, (T, ...). Padding brings T to
+    a multiple of the chunk on the side the loop reaches last; those steps' outputs are dropped.
+    """
+    c, first = RNN_CHUNK, tf.nest.flatten(elems)[0]
+    length = tf.shape(first)[0]
+    pad = -length % c
+    side = [[pad, 0]] if reverse else [[0, pad]]
+
+    def chunks(x: tf.Tensor) -> tf.Tensor:  # (T, ...) -> (T' / c, c, ...)
+        x = tf.pad(x, side + [[0, 0]] * (x.shape.rank - 1))
+        return tf.reshape(x, tf.concat([[-1, c], tf.shape(x)[1:]], 0))
+
+    def block(previous: tf.Tensor, xs) -> tf.Tensor:  # previous: the outputs of the chunk before, (c, ...)
+        carry, outputs = previous[0] if reverse else previous[-1], [None] * c
+        steps = list(zip(*(tf.unstack(x) for x in tf.nest.flatten(xs))))  # c tuples of one row of each
+        for i in reversed(range(c)) if reverse else range(c):
+            carry = outputs[i] = step(carry, tf.nest.pack_sequence_as(xs, steps[i]))
+        return tf.stack(outputs)
+
+    outputs = tf.scan(block, tf.nest.map_structure(chunks, elems), initializer=tf.repeat(initializer[None], c, axis=0), reverse=reverse)
+    outputs = tf.reshape(outputs, tf.concat([[-1], tf.shape(outputs)[2:]], 0))  # (T', ...)
+    return outputs[pad:] if reverse else outputs[:length]
+
+
 @tf.custom_gradient
 def _tanh_recurrence(x, state0, Wuu):
     """u_t = tanh(x_t + u_{t-1} Wuu) for t = 0 .. T-1, from u_{-1} = state0: the paper's RNN.
@@ -264,7 +304,7 @@ def _tanh_recurrence(x, state0, Wuu):
     and replays every op of the forward loop, and took about twice the loop's own time
     (docs/results.md, 10.6).
     """
-    states = tf.scan(lambda u, x_t: tf.tanh(x_t + tf.matmul(u, Wuu)), x, initializer=state0)  # (T, B, n_u)
+    states = _scan_in_chunks(lambda u, x_t: tf.tanh(x_t + tf.matmul(u, Wuu)), x, state0)  # (T, B, n_u)
 
     def grad(d_states):  # d_states: dL/du_t from outside the recurrence, (T, B, n_u)
         slope = 1.0 - states * states  # tanh' at every step, (T, B, n_u)
@@ -272,7 +312,7 @@ def _tanh_recurrence(x, state0, Wuu):
         def back(d_next, g):  # g = (dL/du_t, tanh'_t)
             return (g[0] + tf.matmul(d_next, Wuu, transpose_b=True)) * g[1]
 
-        d_pre = tf.scan(back, (d_states, slope), initializer=tf.zeros_like(state0), reverse=True)  # (T, B, n_u)
+        d_pre = _scan_in_chunks(back, (d_states, slope), tf.zeros_like(state0), reverse=True)  # (T, B, n_u)
         previous = tf.concat([state0[None], states[:-1]], axis=0)  # u_{t-1}, (T, B, n_u)
         n_u = Wuu.shape[0]
         d_wuu = tf.matmul(tf.reshape(previous, [-1, n_u]), tf.reshape(d_pre, [-1, n_u]), transpose_a=True)  # sum_t u_{t-1}^T da_t
@@ -415,7 +455,7 @@ class RnnRbm(tf.Module):
         if self.config.rnn == "tanh":  # with its gradient written out (docs/results.md, 10.6)
             states = _tanh_recurrence(x, state0, tf.convert_to_tensor(self.Wuu))  # (T, B, n_u)
         else:
-            states = tf.scan(self._cell, x, initializer=state0)  # (T, B, S), the only serial part
+            states = tf.scan(self._cell, x, initializer=state0)  # (T, B, S), the only serial part; not in chunks: autodiff of them was slower (docs/results.md, 10.9)
         prev = tf.concat([state0[None], states[:-1]], axis=0)  # (T, B, S): state before t
         u_prev = tf.transpose(prev[..., : self.config.n_recurrent], [1, 0, 2])  # (B, T, n_u)
         return u_prev, states[-1]

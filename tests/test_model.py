@@ -154,6 +154,25 @@ def test_free_energy_is_per_row_with_per_row_biases():
     np.testing.assert_allclose(got.numpy(), [expected], rtol=1e-5)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_free_energys_softplus_is_tensorflows_and_its_gradient_the_sigmoid(dtype):
+    """`_softplus` (max(x, 0) + log1p(e^-|x|), the free energy's) agrees with tf.nn.softplus to a few
+    units in the last place over the whole range (tf.nn.softplus drops the e^2x / 2 of log1p(e^x)
+    below x = -14, ours keeps it), is exact at the extremes and keeps NaN; its gradient is
+    sigmoid(x), as tf.nn.softplus's."""
+    from rbmsearch.model import _softplus
+
+    x = np.concatenate([np.linspace(-120, 120, 4001), [-1e30, -88.8, -1e-30, 0.0, 1e-30, 88.8, 1e30, -np.inf, np.inf, np.nan]]).astype(dtype)
+    x = tf.constant(x)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        got, want = _softplus(x), tf.nn.softplus(x)
+    np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=8 * np.finfo(dtype).eps, atol=0)  # NaN matches NaN
+    assert got.numpy()[-3:-1].tolist() == [0.0, np.inf] and got.numpy()[-4] == x.numpy()[-4]
+    np.testing.assert_array_equal(tape.gradient(got, x).numpy(), tf.sigmoid(x).numpy())
+    np.testing.assert_allclose(tape.gradient(got, x).numpy(), tape.gradient(want, x).numpy(), rtol=4 * np.finfo(dtype).eps, atol=np.finfo(dtype).tiny)
+
+
 def test_free_energy_matches_brute_force_sum_over_hidden_states():
     rng = np.random.default_rng(1)
     n_v, n_h = 3, 4
@@ -443,6 +462,30 @@ def test_the_tanh_recurrence_back_propagates_as_autodiff_of_its_scan():
         for got, want in zip(grads, results[0][1]):
             assert np.abs(want).max() > 1e-3  # every variable's gradient is there to compare
             np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("length", [1, 9, 10, 11, 23])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_the_rnn_loop_in_chunks_is_tf_scan_bit_for_bit(length, reverse):
+    """`_scan_in_chunks` writes RNN_CHUNK steps out per loop iteration and pads the sequence to a
+    multiple of them: at any length, forward or reversed, with one tensor or a tuple to scan, its
+    outputs are tf.scan's exactly, eagerly and compiled."""
+    from rbmsearch.model import RNN_CHUNK, _scan_in_chunks
+
+    assert RNN_CHUNK > 1
+    rng = np.random.default_rng(length)
+    x, y = (tf.constant(rng.normal(size=(length, 3, 5)).astype(np.float32)) for _ in range(2))
+    w, start = tf.constant(rng.normal(size=(5, 5)).astype(np.float32)), tf.constant(rng.normal(size=(3, 5)).astype(np.float32))
+    cases = [
+        (lambda u, x_t: tf.tanh(x_t + tf.matmul(u, w)), x),  # the paper's RNN
+        (lambda u, g: (g[0] + tf.matmul(u, w, transpose_b=True)) * g[1] + 0.5 * u, (x, y)),  # a carry that counts every step
+    ]
+    for step, elems in cases:
+        want = tf.scan(step, elems, initializer=start, reverse=reverse).numpy()
+        assert want.shape == (length, 3, 5)
+        for run in (_scan_in_chunks, tf.function(_scan_in_chunks)):
+            got = run(step, elems, start, reverse=reverse)
+            assert np.array_equal(got.numpy(), want)
 
 
 @pytest.mark.parametrize("pooled", [False, True])
