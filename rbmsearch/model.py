@@ -299,26 +299,29 @@ def _tanh_recurrence(x, state0, Wuu):
     """u_t = tanh(x_t + u_{t-1} Wuu) for t = 0 .. T-1, from u_{-1} = state0: the paper's RNN.
 
     x: (T, B, n_u) the projected inputs bu + v_t Wvu; state0: (B, n_u); Wuu: (n_u, n_u).
-    Returns u: (T, B, n_u). Back-propagation through time is written out (one reverse scan of
-    a product and two element-wise ops per step): TensorFlow's gradient of `tf.scan` keeps
-    and replays every op of the forward loop, and took about twice the loop's own time
-    (docs/results.md, 10.6).
+    Returns (u_prev, u_last): u_{t-1} for every t, (T, B, n_u), and u_{T-1}, (B, n_u).
+    Back-propagation through time is written out (one reverse scan of a product and two
+    element-wise ops per step): TensorFlow's gradient of `tf.scan` keeps and replays every op
+    of the forward loop, and took about twice the loop's own time (docs/results.md, 10.6); its
+    gradients of the slices that shift u by a step cost more than the loop (10.9).
     """
     states = _scan_in_chunks(lambda u, x_t: tf.tanh(x_t + tf.matmul(u, Wuu)), x, state0)  # (T, B, n_u)
+    previous = tf.concat([state0[None], states[:-1]], axis=0)  # u_{t-1}, (T, B, n_u)
 
-    def grad(d_states):  # d_states: dL/du_t from outside the recurrence, (T, B, n_u)
+    def grad(d_previous, d_last):  # dL/du_{t-1} (T, B, n_u) and dL/du_{T-1} (B, n_u) from outside
+        d_states = tf.concat([d_previous[1:], d_last[None]], axis=0)  # dL/du_t from outside the recurrence
         slope = 1.0 - states * states  # tanh' at every step, (T, B, n_u)
         # da_t = (dL/du_t + da_{t+1} Wuu^T) * tanh'_t, from t = T-1 down to 0: the pre-activations' gradients
         def back(d_next, g):  # g = (dL/du_t, tanh'_t)
             return (g[0] + tf.matmul(d_next, Wuu, transpose_b=True)) * g[1]
 
         d_pre = _scan_in_chunks(back, (d_states, slope), tf.zeros_like(state0), reverse=True)  # (T, B, n_u)
-        previous = tf.concat([state0[None], states[:-1]], axis=0)  # u_{t-1}, (T, B, n_u)
         n_u = Wuu.shape[0]
         d_wuu = tf.matmul(tf.reshape(previous, [-1, n_u]), tf.reshape(d_pre, [-1, n_u]), transpose_a=True)  # sum_t u_{t-1}^T da_t
-        return d_pre, tf.matmul(d_pre[0], Wuu, transpose_b=True), d_wuu  # dx_t = da_t; d state0 = da_0 Wuu^T
+        d_state0 = d_previous[0] + tf.matmul(d_pre[0], Wuu, transpose_b=True)  # u_{-1} is read by step 0 and is u_prev's first
+        return d_pre, d_state0, d_wuu  # dx_t = da_t
 
-    return states, grad
+    return (previous, states[-1]), grad
 
 
 def _dropout(x: tf.Tensor, rate: float, seed: tf.Tensor) -> tf.Tensor:
@@ -453,12 +456,13 @@ class RnnRbm(tf.Module):
             state0 = self.initial_state(tf.shape(v)[0])
         x = tf.transpose(self._input_projection(v), [1, 0, 2])  # (T, B, G n_u), all frames
         if self.config.rnn == "tanh":  # with its gradient written out (docs/results.md, 10.6)
-            states = _tanh_recurrence(x, state0, tf.convert_to_tensor(self.Wuu))  # (T, B, n_u)
+            prev, last = _tanh_recurrence(x, state0, tf.convert_to_tensor(self.Wuu))  # (T, B, n_u), (B, n_u)
         else:
             states = tf.scan(self._cell, x, initializer=state0)  # (T, B, S), the only serial part; not in chunks: autodiff of them was slower (docs/results.md, 10.9)
-        prev = tf.concat([state0[None], states[:-1]], axis=0)  # (T, B, S): state before t
-        u_prev = tf.transpose(prev[..., : self.config.n_recurrent], [1, 0, 2])  # (B, T, n_u)
-        return u_prev, states[-1]
+            prev, last = tf.concat([state0[None], states[:-1]], axis=0), states[-1]  # (T, B, S): the state before t
+            if self.state_size > self.config.n_recurrent:  # the LSTM's state holds its cell too
+                prev = prev[..., : self.config.n_recurrent]
+        return tf.transpose(prev, [1, 0, 2]), last  # u_prev (B, T, n_u)
 
     def biases_from_u(self, u_prev: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """u_{t-1} (..., n_u) -> bv_t (..., n_v), bh_t (..., n_h)."""

@@ -38,30 +38,41 @@ def _fmix32(x: tf.Tensor) -> tf.Tensor:
     return tf.bitwise.bitwise_xor(x, tf.bitwise.right_shift(x, 16))
 
 
-def uniform16(shape, seed, start=0) -> tf.Tensor:
+def _hash(index: tf.Tensor, key_a: tf.Tensor, key_b: tf.Tensor) -> tf.Tensor:
+    """The 32-bit words of the counters `index` (uint32) under the two key words."""
+    words = _fmix32(index * tf.constant(_GOLDEN, tf.uint32) + key_a)
+    return _fmix32(tf.bitwise.bitwise_xor(words, key_b))
+
+
+# `_hash` as one XLA program: the same words, about 4x as fast on a CPU, whose TensorFlow kernel for
+# a shift costs 4 of its multiplications (docs/results.md, 10.9). XLA compiles it once per shape.
+_hash_compiled = tf.function(_hash, jit_compile=True, reduce_retracing=True)
+
+
+def uniform16(shape, seed, start=0, compiled: bool = False) -> tf.Tensor:
     """float32 uniforms in (0, 1) of `shape` (a 1-D int tensor or list) at 16-bit resolution,
     a pure function of `seed` ((2,) int64, as `tf.random.stateless_uniform` takes).
 
     start (an int or int scalar >= 0): the draw's first number is number `start` of the seed's
-    stream, so that the draws of consecutive slices concatenate to the draw of the whole."""
+    stream, so that the draws of consecutive slices concatenate to the draw of the whole.
+    compiled: hash with XLA (the same numbers), for draws whose shapes repeat (XLA compiles each new one)."""
     shape = tf.cast(shape, tf.int32)  # shape arithmetic in int32: host memory on a GPU
     count = tf.cast(tf.reduce_prod(shape), tf.int64)
     keys = tf.reshape(tf.bitcast(tf.cast(seed, tf.int64), tf.uint32), [4])  # the seed's 128 bits
     start = tf.cast(start, tf.int64)
     first, skip = start // 2, start % 2  # two numbers per word: an odd start skips its word's first
     index = tf.cast(tf.range(first, first + (count + skip + 1) // 2, dtype=tf.int64), tf.uint32)  # int64: the GPU has that Range kernel
-    words = _fmix32(index * tf.constant(_GOLDEN, tf.uint32) + tf.bitwise.bitwise_xor(keys[0], keys[2]))
-    words = _fmix32(tf.bitwise.bitwise_xor(words, tf.bitwise.bitwise_xor(keys[1], keys[3])))
+    words = (_hash_compiled if compiled else _hash)(index, tf.bitwise.bitwise_xor(keys[0], keys[2]), tf.bitwise.bitwise_xor(keys[1], keys[3]))
     halves = tf.reshape(tf.bitcast(words, tf.uint16), [-1])[skip : skip + count]  # two 16-bit draws per word
     return tf.reshape(tf.cast(halves, tf.float32) * (1.0 / 65536.0) + (0.5 / 65536.0), shape)
 
 
-def logistic16(shape, seed, start=0) -> tf.Tensor:
+def logistic16(shape, seed, start=0, compiled: bool = False) -> tf.Tensor:
     """float32 logistic noise log(u / (1 - u)) of `uniform16(shape, seed, start)`, in [-11.8, 11.8].
 
     For any x, `x > logistic16` is exactly as likely as `uniform16 < sigmoid(x)`: a Bernoulli
     draw with p = sigmoid(x) (to 16 bits) that costs one comparison and no sigmoid."""
-    u = uniform16(shape, seed, start)
+    u = uniform16(shape, seed, start, compiled)
     return tf.math.log(u) - tf.math.log1p(-u)  # 1 - u is exact at the midpoints
 
 
@@ -125,7 +136,7 @@ class NoisePool(tf.Module):
             cuts = [size * p // POOL_PARTS for p in range(POOL_PARTS + 1)]
             for layer, table in enumerate((self.hidden, self.visible)):
                 n, seed = tf.shape(table)[1], tf.random.experimental.stateless_fold_in(key, layer)
-                parts = [logistic16(tf.stack([hi - lo, n]), seed, lo * n) for lo, hi in zip(cuts, cuts[1:])]
+                parts = [logistic16(tf.stack([hi - lo, n]), seed, lo * n, compiled=True) for lo, hi in zip(cuts, cuts[1:])]
                 table.assign(tf.concat(parts, axis=0))
             self.key.assign(key)
             return tf.constant(True)

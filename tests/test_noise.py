@@ -51,6 +51,17 @@ def test_slices_of_a_draw_concatenate_to_the_whole_draw():
     np.testing.assert_allclose(logistic16(tf.constant([6, 7]), seed, 28).numpy(), logistic16(tf.constant([10, 7]), seed).numpy()[4:], rtol=1e-6)
 
 
+def test_the_compiled_hash_draws_the_same_numbers():
+    """The pool hashes with XLA (`compiled=True`): the same numbers bit for bit, at any shape and
+    start (odd starts skip half a word), eagerly and inside a compiled graph with dynamic shapes."""
+    seed = tf.constant([-7, 2**40 + 3], tf.int64)
+    in_graph = tf.function(lambda rows, width, start: logistic16(tf.stack([rows, width]), seed, start, compiled=True))
+    for rows, width, start in ((1, 1, 0), (15, 7, 1), (64, 150, 12345), (1000, 88, 2**31 + 1)):
+        plain = logistic16(tf.constant([rows, width]), seed, start).numpy()
+        assert np.array_equal(logistic16(tf.constant([rows, width]), seed, start, compiled=True).numpy(), plain)
+        assert np.array_equal(in_graph(tf.constant(rows), tf.constant(width), tf.constant(start, tf.int64)).numpy(), plain)
+
+
 def test_no_correlation_between_neighbours_or_between_seeds():
     u = draw([N]).astype(np.float64) - 0.5
     for lag in (1, 2, 3, 64, 150):  # 1: the two halves of a word; 2: neighbouring words; rows of 64 and 150
