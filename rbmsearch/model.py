@@ -64,7 +64,8 @@ before the chain, and `cd_loss` is meant for a plain `tf.function` (on a CPU, XL
 was slower, and XLA for the recurrence saved nothing: docs/results.md, 10.6). The chain
 compares pre-activations with logistic noise (no sigmoid), which training reads from a pool
 shared by 16 steps (`noise.NoisePool`); the tanh RNN's gradient is one hand-written reverse
-scan, and its two loops run RNN_CHUNK steps an iteration. Generation is sequential, so there XLA wins: the frame loop runs as one compiled program.
+scan, and its two loops run RNN_CHUNK steps an iteration. Generation is sequential, so there
+XLA wins: the frame loop runs as one compiled program.
 """
 
 from __future__ import annotations
@@ -163,9 +164,9 @@ def _dot(x: tf.Tensor, w: tf.Tensor, transpose_w: bool = False) -> tf.Tensor:
 
 @tf.custom_gradient
 def _softplus(x: tf.Tensor) -> tf.Tensor:
-    """log(1 + e^x) as max(x, 0) + log1p(e^-|x|), exact to the last bits and stable for any x, with
-    sigmoid(x) as its gradient: twice as fast as `tf.nn.softplus` on a CPU, and its gradient half
-    as costly (docs/results.md, 10.9)."""
+    """log(1 + e^x) as max(x, 0) + log1p(e^-|x|), stable for any x and within a few units in the
+    last place of `tf.nn.softplus`, with sigmoid(x) as its gradient: twice as fast as
+    `tf.nn.softplus` on a CPU (docs/results.md, 10.9)."""
     return tf.nn.relu(x) + tf.math.log1p(tf.exp(-tf.abs(x))), lambda g: g * tf.sigmoid(x)
 
 

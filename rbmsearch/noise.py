@@ -44,8 +44,8 @@ def _hash(index: tf.Tensor, key_a: tf.Tensor, key_b: tf.Tensor) -> tf.Tensor:
     return _fmix32(tf.bitwise.bitwise_xor(words, key_b))
 
 
-# `_hash` as one XLA program: the same words, about 4x as fast on a CPU, whose TensorFlow kernel for
-# a shift costs 4 of its multiplications (docs/results.md, 10.9). XLA compiles it once per shape.
+# `_hash` as one XLA program: the same words, about 4x as fast on a CPU, where TensorFlow's kernel
+# for a shift costs as much as 4 exclusive-ors (docs/results.md, 10.9). XLA compiles it once per shape.
 _hash_compiled = tf.function(_hash, jit_compile=True, reduce_retracing=True)
 
 
