@@ -54,7 +54,7 @@ from typing import Literal
 import numpy as np
 import tensorflow as tf
 
-from rbmsearch import model
+from rbmsearch import rbm
 from rbmsearch.arrays import binary_array, float_array
 from rbmsearch.config import AIS_BETAS, AIS_RUNS
 
@@ -659,7 +659,7 @@ def exact_log_z(W: np.ndarray, bv: np.ndarray, bh: np.ndarray) -> np.ndarray:
 )
 def _free_energy(v: tf.Tensor, W: tf.Tensor, bv: tf.Tensor, bh: tf.Tensor) -> tf.Tensor:
     """(N,) float64 F(v) = -v.bv - sum_j softplus(bh_j + (v W)_j), one RBM per row."""
-    return model.free_energy(v, W, bv, bh)
+    return rbm.free_energy(v, W, bv, bh)
 
 
 def free_energy(v: np.ndarray, W: np.ndarray, bv: np.ndarray, bh: np.ndarray) -> np.ndarray:
@@ -843,7 +843,7 @@ def _main() -> None:
     print(f"mean |error| = {err.mean():.4f} nats, max = {err.max():.4f}; "
           f"min ESS = {est.effective_sample_size().min():.1f}/100; AIS took {dt:.1f} s")
     # RAISE needs frames typical of the model: the end of a long Gibbs chain of each RBM.
-    v = tf.function(lambda: model.long_gibbs_chain(tf.zeros(bv.shape), W, bv, bh, 1000, tf.constant([0, 1], tf.int64)))().numpy()
+    v = tf.function(lambda: rbm.long_gibbs_chain(tf.zeros(bv.shape), W, bv, bh, 1000, tf.constant([0, 1], tf.int64)))().numpy()
     back = raise_run(W, bv, bh, v, n_runs=10, n_betas=1000, seed=0)
     print(f"RAISE log Z: {np.round(back.log_z, 4)}; mean |error| = {np.abs(back.log_z - exact).mean():.4f} nats")
 

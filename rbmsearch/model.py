@@ -6,7 +6,9 @@ Reference: N. Boulanger-Lewandowski, Y. Bengio, P. Vincent, "Modeling Temporal D
 in High-Dimensional Sequences: Application to Polyphonic Music Generation and
 Transcription", ICML 2012 (sections 3-4). This module holds the model's math only: it reads
 and writes no files, and importing it has no side effects (no TF op runs, no device is
-touched). `train` fits it, `render` samples from it, the evaluation code scores it.
+touched). Its frame-wise RBM functions (free energy, Gibbs chains) are in `rbmsearch.rbm`, the
+tanh RNN's loop and gradient in `rbmsearch.recurrence`. `train` fits it, `render` samples from
+it, the evaluation code scores it.
 
 Notation: v_t in {0,1}^n_v is frame t of a piano roll (row = time step, column = pitch),
 h_t in {0,1}^n_h the RBM's hidden units, u_t in R^n_u the RNN's state. Row vectors
@@ -64,7 +66,7 @@ before the chain, and `cd_loss` is meant for a plain `tf.function` (on a CPU, XL
 was slower, and XLA for the recurrence saved nothing: docs/results.md, 10.6). The chain
 compares pre-activations with logistic noise (no sigmoid), which training reads from a pool
 shared by 16 steps (`noise.NoisePool`); the tanh RNN's gradient is one hand-written reverse
-scan, and its two loops run RNN_CHUNK steps an iteration. Generation is sequential, so there
+scan, and its two loops run `recurrence.RNN_CHUNK` steps an iteration. Generation is sequential, so there
 XLA wins: the frame loop runs as one compiled program.
 """
 
@@ -81,7 +83,9 @@ import tensorflow as tf
 
 from rbmsearch.arrays import check_positive_int, pad_batch
 from rbmsearch.config import RNN_TYPES, TrainConfig
-from rbmsearch.noise import NoisePool, logistic16, uniform16
+from rbmsearch.noise import NoisePool, uniform16
+from rbmsearch.rbm import RNG_ALG, Seed, as_seed, dot, free_energy, gibbs_chain, gibbs_step
+from rbmsearch.recurrence import tanh_recurrence
 
 try:  # the piano-roll width is defined once, in `midi`; keep the model usable without it
     from rbmsearch.midi import NUM_PITCHES as N_PITCHES
@@ -95,14 +99,7 @@ __all__ = [
     "RnnRbm",
     "conditional_rbms",
     "configure_devices",
-    "free_energy",
-    "gibbs_chain",
-    "gibbs_step",
 ]
-
-_RNG_ALG = "philox"  # fixed, not "auto_select" (device-dependent): a seed means the same bits
-
-Seed = int | tuple[int, int] | list[int] | np.ndarray | tf.Tensor
 
 
 # -----------------------------------------------------------------------------
@@ -136,200 +133,11 @@ class ModelConfig:
         return cls(n_hidden=config.n_hidden, n_recurrent=config.n_recurrent, rnn=config.rnn, init_std=config.init_std)
 
 
-# -----------------------------------------------------------------------------
-# Pure functions: RBM math on arrays with per-row biases
-
-
-def _as_seed(seed: Seed) -> tf.Tensor:
-    """An int, a pair, or a (2,) int tensor -> the (2,) int64 seed stateless ops take."""
-    if isinstance(seed, int | np.integer) and not isinstance(seed, bool):
-        return tf.constant([int(seed), 0], dtype=tf.int64)
-    seed = tf.convert_to_tensor(seed)
-    if not seed.dtype.is_integer or seed.shape.rank != 1 or seed.shape[0] != 2:
-        raise ValueError(
-            f"seed must be an int or a (2,) integer tensor, but got {seed.dtype.name} "
-            f"of shape {seed.shape}."
-        )
-    return tf.cast(seed, tf.int64)
-
-
-def _dot(x: tf.Tensor, w: tf.Tensor, transpose_w: bool = False) -> tf.Tensor:
-    """(..., n) @ (n, m) -> (..., m) as ONE 2-D matmul (batched matmul would loop over ...)."""
-    if x.shape.rank == 2:
-        return tf.matmul(x, w, transpose_b=transpose_w)
-    m = w.shape[0] if transpose_w else w.shape[1]
-    y = tf.matmul(tf.reshape(x, [-1, x.shape[-1]]), w, transpose_b=transpose_w)  # (N, m)
-    return tf.reshape(y, tf.concat([tf.shape(x)[:-1], [m]], axis=0))
-
-
-@tf.custom_gradient
-def _softplus(x: tf.Tensor) -> tf.Tensor:
-    """log(1 + e^x) as max(x, 0) + log1p(e^-|x|), stable for any x and within a few units in the
-    last place of `tf.nn.softplus`, with sigmoid(x) as its gradient: twice as fast as
-    `tf.nn.softplus` on a CPU (docs/results.md, 10.9)."""
-    return tf.nn.relu(x) + tf.math.log1p(tf.exp(-tf.abs(x))), lambda g: g * tf.sigmoid(x)
-
-
-def free_energy(v, W, bv, bh, vW=None) -> tf.Tensor:
-    """RBM free energy F(v) = -v.bv - sum_j softplus(bh_j + (v W)_j), per row.
-
-    v: (..., n_v) float, W: (n_v, n_h), bv: (..., n_v) or (n_v,) (broadcast against v),
-    bh: (..., n_h) or (n_h,); vW: v W when the caller has it already. Row r of v is scored with
-    row r of the biases only. Computed in float64 when W is float64 (AIS needs it), else float32.
-    """
-    dtype = tf.float64 if tf.as_dtype(getattr(W, "dtype", tf.float32)) == tf.float64 else tf.float32
-    v, W, bv, bh = (tf.cast(x, dtype) for x in (v, W, bv, bh))
-    vbias = tf.reduce_sum(v * bv, axis=-1)  # (...)  per-row dot product, never v @ bv.T
-    hidden = tf.reduce_sum(_softplus((_dot(v, W) if vW is None else vW) + bh), axis=-1)  # (...)
-    return -vbias - hidden
-
-
-def gibbs_step(v, W, bv, bh, noise_h, noise_v) -> tuple[tf.Tensor, tf.Tensor]:
-    """One block Gibbs step v -> h -> v', given the uniforms to compare against.
-
-    v: (..., n_v), W: (n_v, n_h), bv: (..., n_v) or (n_v,), bh: (..., n_h) or (n_h,),
-    noise_h: (..., n_h) and noise_v: (..., n_v) uniform in [0, 1).
-    Returns (v', p_v): the new sample (float32 0/1) and P(v' = 1 | h), both (..., n_v).
-    """
-    v, W, bv, bh = (tf.cast(x, tf.float32) for x in (v, W, bv, bh))
-    p_h = tf.sigmoid(_dot(v, W) + bh)  # (..., n_h)
-    h = tf.cast(noise_h < p_h, tf.float32)  # h_j ~ Bernoulli(p_h,j)
-    p_v = tf.sigmoid(_dot(h, W, transpose_w=True) + bv)  # (..., n_v)
-    return tf.cast(noise_v < p_v, tf.float32), p_v
-
-
-def gibbs_chain(v0, W, bv, bh, k: int, seed: Seed, pool: NoisePool | None = None, v0W=None) -> tuple[tf.Tensor, tf.Tensor]:
-    """k steps of block Gibbs sampling v -> h -> v in an RBM with per-row biases.
-
-    v0: (..., n_v) start of the chains (0/1 or probabilities), W: (n_v, n_h),
-    bv: (..., n_v) or (n_v,), bh: (..., n_h) or (n_h,); k >= 1 (a Python int: the loop is
-    unrolled into the graph); seed: an int or a (2,) int tensor. Every row is its own chain.
-    A unit is on when its pre-activation exceeds logistic noise (`noise.logistic16`): a
-    Bernoulli draw at sigmoid(pre-activation), without the sigmoid. The noise is drawn from
-    `seed`, or with `pool` read from its tables (`NoisePool.tables`): step s reads a window
-    of as many rows as the chains from a slot of each layer's table that `seed` picks.
-    v0W: the product v0 W when the caller has it already (training's free energy of the data).
-    Returns (v_k, p_k): the k-th sample (float32 0/1) and its mean field
-    P(v = 1 | h_{k-1}) (float32 in (0, 1)), both (..., n_v).
-    Not differentiable by design: callers wrap inputs or outputs in `tf.stop_gradient`.
-    """
-    check_positive_int("k (Gibbs steps)", k)
-    seed = _as_seed(seed)
-    v, W, bv, bh = (tf.cast(x, tf.float32) for x in (v0, W, bv, bh))
-    rows = tf.shape(v)[:-1]  # (...)
-    n_v, n_h = W.shape
-    if pool is None:
-        seeds = tf.random.experimental.stateless_split(seed, num=2 * k)  # (2k, 2)
-
-        def noise(step: int, layer: int) -> tf.Tensor:  # (..., n): drawn per step, as the loop needs it
-            return logistic16(tf.concat([rows, [(n_h, n_v)[layer]]], 0), seeds[2 * step + layer])
-    else:
-        count = tf.reduce_prod(rows)
-        hidden, visible, starts = pool.tables(seed, count, k)
-
-        def noise(step: int, layer: int) -> tf.Tensor:
-            start = starts[layer, step]
-            window = (hidden, visible)[layer][start : start + count]  # (R, n)
-            return tf.reshape(window, tf.concat([rows, [(n_h, n_v)[layer]]], 0))
-
-    # x + b > L as x > L - b: the thresholds do not wait for the products, so they are
-    # ready before them, beside the chain, and each step runs a product, a comparison and a cast.
-    for step in range(k):
-        vW = v0W if step == 0 and v0W is not None else _dot(v, W)
-        h = tf.cast(vW > noise(step, 0) - bh, tf.float32)  # h_j ~ Bernoulli(P(h_j = 1 | v))
-        top = _dot(h, W, transpose_w=True)  # (..., n_v), the visible pre-activation less bv
-        v = tf.cast(top > noise(step, 1) - bv, tf.float32)
-    return v, tf.sigmoid(top + bv)  # a compiled graph that does not use the mean field prunes it
-
-
-def long_gibbs_chain(v0, W, bv, bh, k, seed: Seed) -> tf.Tensor:
-    """`gibbs_chain` for long chains: the k steps run in a `tf.while_loop`, not unrolled.
-
-    Same arguments (k may be a tensor); returns only the k-th sample (..., n_v) float32 0/1.
-    Thousands of steps cost no more graph than one. Its random stream differs from
-    `gibbs_chain`'s: step i draws from `fold_in(seed, i)`.
-    """
-    seed = _as_seed(seed)
-    v, W, bv, bh = (tf.cast(x, tf.float32) for x in (v0, W, bv, bh))
-    rows = tf.shape(v)[:-1]
-    n_v, n_h = W.shape
-
-    def step(i, v):
-        key_h, key_v = tf.unstack(tf.random.experimental.stateless_split(tf.random.experimental.stateless_fold_in(seed, i), 2))
-        noise_h = tf.random.stateless_uniform(tf.concat([rows, [n_h]], 0), seed=key_h, alg=_RNG_ALG)
-        noise_v = tf.random.stateless_uniform(tf.concat([rows, [n_v]], 0), seed=key_v, alg=_RNG_ALG)
-        return i + 1, gibbs_step(v, W, bv, bh, noise_h, noise_v)[0]
-
-    return tf.while_loop(lambda i, v: i < k, step, (tf.constant(0, tf.int64), v))[1]
-
-
-RNN_CHUNK = 10  # RNN steps per iteration of its loops, written out (docs/results.md, 10.9)
-
-
-def _scan_in_chunks(step: Callable, elems, initializer: tf.Tensor, reverse: bool = False) -> tf.Tensor:
-    """`tf.scan(step, elems, initializer, reverse=reverse)` with RNN_CHUNK steps written out in each
-    iteration of its loop: the same values bit for bit, in a tenth of the loop's iterations.
-
-    step: (carry (...), elem) -> the next carry, which is also that step's output. elems: a tensor
-    or a tuple of tensors of T >= 1 rows. Returns the T outputs stacked, (T, ...). Padding brings T to
-    a multiple of the chunk on the side the loop reaches last; those steps' outputs are dropped.
-    """
-    c, first = RNN_CHUNK, tf.nest.flatten(elems)[0]
-    length = tf.shape(first)[0]
-    pad = -length % c
-    side = [[pad, 0]] if reverse else [[0, pad]]
-
-    def chunks(x: tf.Tensor) -> tf.Tensor:  # (T, ...) -> (T' / c, c, ...)
-        x = tf.pad(x, side + [[0, 0]] * (x.shape.rank - 1))
-        return tf.reshape(x, tf.concat([[-1, c], tf.shape(x)[1:]], 0))
-
-    def block(previous: tf.Tensor, xs) -> tf.Tensor:  # previous: the outputs of the chunk before, (c, ...)
-        carry, outputs = previous[0] if reverse else previous[-1], [None] * c
-        steps = list(zip(*(tf.unstack(x) for x in tf.nest.flatten(xs))))  # c tuples of one row of each
-        for i in reversed(range(c)) if reverse else range(c):
-            carry = outputs[i] = step(carry, tf.nest.pack_sequence_as(xs, steps[i]))
-        return tf.stack(outputs)
-
-    outputs = tf.scan(block, tf.nest.map_structure(chunks, elems), initializer=tf.repeat(initializer[None], c, axis=0), reverse=reverse)
-    outputs = tf.reshape(outputs, tf.concat([[-1], tf.shape(outputs)[2:]], 0))  # (T', ...)
-    return outputs[pad:] if reverse else outputs[:length]
-
-
-@tf.custom_gradient
-def _tanh_recurrence(x, state0, Wuu):
-    """u_t = tanh(x_t + u_{t-1} Wuu) for t = 0 .. T-1, from u_{-1} = state0: the paper's RNN.
-
-    x: (T, B, n_u) the projected inputs bu + v_t Wvu; state0: (B, n_u); Wuu: (n_u, n_u).
-    Returns (u_prev, u_last): u_{t-1} for every t, (T, B, n_u), and u_{T-1}, (B, n_u).
-    Back-propagation through time is written out (one reverse scan of a product and two
-    element-wise ops per step): TensorFlow's gradient of `tf.scan` keeps and replays every op
-    of the forward loop, and took about twice the loop's own time (docs/results.md, 10.6); its
-    gradients of the slices that shift u by a step cost more than the loop (10.9).
-    """
-    states = _scan_in_chunks(lambda u, x_t: tf.tanh(x_t + tf.matmul(u, Wuu)), x, state0)  # (T, B, n_u)
-    previous = tf.concat([state0[None], states[:-1]], axis=0)  # u_{t-1}, (T, B, n_u)
-
-    def grad(d_previous, d_last):  # dL/du_{t-1} (T, B, n_u) and dL/du_{T-1} (B, n_u) from outside
-        d_states = tf.concat([d_previous[1:], d_last[None]], axis=0)  # dL/du_t from outside the recurrence
-        slope = 1.0 - states * states  # tanh' at every step, (T, B, n_u)
-        # da_t = (dL/du_t + da_{t+1} Wuu^T) * tanh'_t, from t = T-1 down to 0: the pre-activations' gradients
-        def back(d_next, g):  # g = (dL/du_t, tanh'_t)
-            return (g[0] + tf.matmul(d_next, Wuu, transpose_b=True)) * g[1]
-
-        d_pre = _scan_in_chunks(back, (d_states, slope), tf.zeros_like(state0), reverse=True)  # (T, B, n_u)
-        n_u = Wuu.shape[0]
-        d_wuu = tf.matmul(tf.reshape(previous, [-1, n_u]), tf.reshape(d_pre, [-1, n_u]), transpose_a=True)  # sum_t u_{t-1}^T da_t
-        d_state0 = d_previous[0] + tf.matmul(d_pre[0], Wuu, transpose_b=True)  # u_{-1} is read by step 0 and is u_prev's first
-        return d_pre, d_state0, d_wuu  # dx_t = da_t
-
-    return (previous, states[-1]), grad
-
-
 def _dropout(x: tf.Tensor, rate: float, seed: tf.Tensor) -> tf.Tensor:
     """Inverted dropout: zero each entry with probability `rate`, scale the rest by 1/(1-rate)."""
     if rate == 0:
         return x
-    keep = tf.random.stateless_uniform(tf.shape(x), seed=seed, alg=_RNG_ALG) >= rate
+    keep = tf.random.stateless_uniform(tf.shape(x), seed=seed, alg=RNG_ALG) >= rate
     return x * tf.cast(keep, x.dtype) / (1.0 - rate)
 
 
@@ -378,7 +186,7 @@ class RnnRbm(tf.Module):
             if len(shape) == 2:  # weights: N(0, init_std^2), each from its own derived seed
                 init = tf.random.stateless_normal(
                     shape, seed=tf.random.experimental.stateless_fold_in(base, i),
-                    stddev=config.init_std, alg=_RNG_ALG,
+                    stddev=config.init_std, alg=RNG_ALG,
                 )  # fmt: skip
             else:  # biases and u0 start at zero
                 init = tf.zeros(shape)
@@ -425,9 +233,9 @@ class RnnRbm(tf.Module):
     def _input_projection(self, v: tf.Tensor) -> tf.Tensor:
         """The RNN's input term for every frame at once: (..., n_v) -> (..., G n_u)."""
         if self.config.rnn == "tanh":
-            return _dot(v, self.Wvu) + self.bu  # bu + v_t Wvu
+            return dot(v, self.Wvu) + self.bu  # bu + v_t Wvu
         p = self.config.rnn
-        return _dot(v, getattr(self, f"{p}_Wx")) + getattr(self, f"{p}_b")
+        return dot(v, getattr(self, f"{p}_Wx")) + getattr(self, f"{p}_b")
 
     def _cell(self, state: tf.Tensor, x: tf.Tensor) -> tf.Tensor:
         """One recurrence step: state (B, S), projected input x (B, G n_u) -> new state (B, S)."""
@@ -457,7 +265,7 @@ class RnnRbm(tf.Module):
             state0 = self.initial_state(tf.shape(v)[0])
         x = tf.transpose(self._input_projection(v), [1, 0, 2])  # (T, B, G n_u), all frames
         if self.config.rnn == "tanh":  # with its gradient written out (docs/results.md, 10.6)
-            prev, last = _tanh_recurrence(x, state0, tf.convert_to_tensor(self.Wuu))  # (T, B, n_u), (B, n_u)
+            prev, last = tanh_recurrence(x, state0, tf.convert_to_tensor(self.Wuu))  # (T, B, n_u), (B, n_u)
         else:
             states = tf.scan(self._cell, x, initializer=state0)  # (T, B, S), the only serial part; not in chunks: autodiff of them was slower (docs/results.md, 10.9)
             prev, last = tf.concat([state0[None], states[:-1]], axis=0), states[-1]  # (T, B, S): the state before t
@@ -467,7 +275,7 @@ class RnnRbm(tf.Module):
 
     def biases_from_u(self, u_prev: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """u_{t-1} (..., n_u) -> bv_t (..., n_v), bh_t (..., n_h)."""
-        return self.bv + _dot(u_prev, self.Wuv), self.bh + _dot(u_prev, self.Wuh)
+        return self.bv + dot(u_prev, self.Wuv), self.bh + dot(u_prev, self.Wuh)
 
     def conditional_biases(self, v, state0=None) -> tuple[tf.Tensor, tf.Tensor]:
         """Each frame's RBM biases from the previous state: bv + u_{t-1} Wuv, bh + u_{t-1} Wuh.
@@ -498,7 +306,7 @@ class RnnRbm(tf.Module):
         """
         v = tf.cast(v, tf.float32)  # (B, T, n_v)
         real = tf.cast(mask, tf.float32) > 0.5  # (B, T)
-        seed = _as_seed(seed)
+        seed = as_seed(seed)
         history = _dropout(v, dropout, tf.random.experimental.stateless_fold_in(seed, 1))
         u_prev, _ = self.run_rnn(history)  # (B, T, n_u): u_{t-1} for every frame
         # Keep the N real frames BEFORE projecting to biases: padding can be half the batch.
@@ -523,7 +331,7 @@ class RnnRbm(tf.Module):
         real = tf.cast(mask, tf.float32) > 0.5
         u_prev, _ = self.run_rnn(v)
         v_r, u_r = tf.boolean_mask(v, real), tf.boolean_mask(u_prev, real)  # (N, n_v), (N, n_u)
-        logits = out_b + _dot(u_r, out_W)
+        logits = out_b + dot(u_r, out_W)
         return tf.reduce_mean(tf.reduce_sum(tf.nn.sigmoid_cross_entropy_with_logits(labels=v_r, logits=logits), axis=-1))
 
     def rbm_pretrain_loss(self, v, k: int, seed: Seed) -> tf.Tensor:
@@ -538,7 +346,7 @@ class RnnRbm(tf.Module):
     def _cd_cost(self, v, bv, bh, k: int, seed: Seed, pool: NoisePool | None = None) -> tf.Tensor:
         """mean(F(v) - F(v~)) with v~ from k Gibbs steps started at v; v (N, n_v)."""
         sg = tf.stop_gradient  # the chain is a constant: no tape, no back-prop through it
-        vW = _dot(v, self.W)  # (N, n_h): the data's free energy and the chain's first step share it
+        vW = dot(v, self.W)  # (N, n_h): the data's free energy and the chain's first step share it
         v_neg, _ = gibbs_chain(v, sg(self.W), sg(bv), sg(bh), k, seed, pool, v0W=sg(vW))  # (N, n_v)
         v_neg = sg(v_neg)
         return tf.reduce_mean(
@@ -599,7 +407,7 @@ class RnnRbm(tf.Module):
         """
         for name, value in (("n_samples", n_samples), ("n_steps", n_steps), ("k", k)):
             check_positive_int(name, value)
-        seed = _as_seed(seed)
+        seed = as_seed(seed)
         cfg = self.config
         state = self.initial_state(n_samples)  # (B, S)
         if primer is not None:

@@ -162,10 +162,10 @@ def shard_seed(seed: int, index: int) -> int:
 
 @functools.cache
 def _gibbs_chain(n_v: int, n_h: int):
-    """`model.long_gibbs_chain` compiled once per model size (a new function per call retraces)."""
+    """`rbm.long_gibbs_chain` compiled once per model size (a new function per call retraces)."""
     import tensorflow as tf
 
-    from rbmsearch.model import long_gibbs_chain
+    from rbmsearch.rbm import long_gibbs_chain
 
     rows = tf.TensorSpec([None, None], tf.float32)
     signature = [rows, tf.TensorSpec([n_v, n_h], tf.float32), rows, rows, tf.TensorSpec([], tf.int64), tf.TensorSpec([2], tf.int64)]

@@ -321,7 +321,7 @@ def _step_pieces(model, step, config, pool) -> dict[str, Callable]:
     run without dropout (the step with `config.dropout`)."""
     import tensorflow as tf
 
-    from rbmsearch.model import free_energy, gibbs_chain
+    from rbmsearch.rbm import free_energy, gibbs_chain
 
     k, recurrent = config.cd_k, model.recurrent_variables
 
@@ -369,7 +369,7 @@ def _piece_inputs(model, batch, config, pool) -> dict:
     a negative sample (computed once, untimed)."""
     import tensorflow as tf
 
-    from rbmsearch.model import gibbs_chain
+    from rbmsearch.rbm import gibbs_chain
 
     (v, mask), seed = batch, tf.constant([0, 0], tf.int64)
     u_prev, _ = model.run_rnn(v)

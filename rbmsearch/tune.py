@@ -74,7 +74,8 @@ class _ValidationAcc:
         import tensorflow as tf
 
         from rbmsearch.accuracy import expected_frame_accuracy, previous_frames
-        from rbmsearch.model import ModelConfig, RnnRbm, conditional_rbms, gibbs_chain
+        from rbmsearch.model import ModelConfig, RnnRbm, conditional_rbms
+        from rbmsearch.rbm import gibbs_chain
 
         if self.model is None:
             self.model = RnnRbm(ModelConfig.of(self.config), seed=self.config.seed)

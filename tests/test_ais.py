@@ -124,7 +124,7 @@ def model_frames(W, bv, bh, steps: int = 3000) -> np.ndarray:
     data are of a good one."""
     import tensorflow as tf
 
-    from rbmsearch.model import long_gibbs_chain
+    from rbmsearch.rbm import long_gibbs_chain
 
     chain = tf.function(lambda: long_gibbs_chain(tf.zeros(bv.shape), W, bv, bh, steps, tf.constant([1, 2], tf.int64)))
     return chain().numpy()
@@ -176,7 +176,7 @@ def test_annealed_accuracy_matches_the_exact_expectation_where_gibbs_is_stuck():
     enumerating the hidden units), where Gibbs chains from silence stay near silence."""
     import tensorflow as tf
 
-    from rbmsearch.model import long_gibbs_chain
+    from rbmsearch.rbm import long_gibbs_chain
 
     rng = np.random.default_rng(0)
     n, frames = 12, 40

@@ -14,15 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from rbmsearch.model import (
-    ModelConfig,
-    RnnRbm,
-    configure_devices,
-    free_energy,
-    gibbs_chain,
-    gibbs_step,
-    long_gibbs_chain,
-)
+from rbmsearch.model import ModelConfig, RnnRbm, configure_devices
+from rbmsearch.rbm import free_energy, gibbs_chain, gibbs_step, long_gibbs_chain
 from rbmsearch.noise import NoisePool
 
 TINY = dict(n_visible=6, n_hidden=5, n_recurrent=4)
@@ -160,7 +153,7 @@ def test_the_free_energys_softplus_is_tensorflows_and_its_gradient_the_sigmoid(d
     units in the last place over the whole range (tf.nn.softplus drops the e^2x / 2 of log1p(e^x)
     below x = -14, ours keeps it), is exact at the extremes and keeps NaN; its gradient is
     sigmoid(x), as tf.nn.softplus's."""
-    from rbmsearch.model import _softplus
+    from rbmsearch.rbm import _softplus
 
     x = np.concatenate([np.linspace(-120, 120, 4001), [-1e30, -88.8, -1e-30, 0.0, 1e-30, 88.8, 1e30, -np.inf, np.inf, np.nan]]).astype(dtype)
     x = tf.constant(x)
@@ -434,7 +427,7 @@ def test_conditional_biases_eager_graph_and_xla_agree(rnn):
 
 
 def test_the_tanh_recurrence_back_propagates_as_autodiff_of_its_scan():
-    """run_rnn's hand-written gradient (`_tanh_recurrence`) against TensorFlow's own gradient of
+    """run_rnn's hand-written gradient (`recurrence.tanh_recurrence`) against TensorFlow's own gradient of
     the same recurrence as a plain `tf.scan` over `_cell`, for every RNN variable and u0."""
     model = _model()
     v = tf.constant(_rolls((3, 7, 6), seed=3))
@@ -470,7 +463,7 @@ def test_the_rnn_loop_in_chunks_is_tf_scan_bit_for_bit(length, reverse):
     """`_scan_in_chunks` writes RNN_CHUNK steps out per loop iteration and pads the sequence to a
     multiple of them: at any length, forward or reversed, with one tensor or a tuple to scan, its
     outputs are tf.scan's exactly, eagerly and compiled."""
-    from rbmsearch.model import RNN_CHUNK, _scan_in_chunks
+    from rbmsearch.recurrence import RNN_CHUNK, _scan_in_chunks
 
     assert RNN_CHUNK > 1
     rng = np.random.default_rng(length)
